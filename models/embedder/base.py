@@ -1,0 +1,45 @@
+"""The embedder interface: what the service needs from any embedding runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+Pooling = Literal["mean", "cls", "last"]
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    name: str  # model store name, e.g. "embedder"
+    tag: str  # full store tag, e.g. "embedder:abc123"
+    source: str  # Hugging Face id or local folder it was imported from
+    revision: str | None
+    dimension: int
+    max_length: int  # tokens, including special tokens
+    pooling: Pooling
+    normalize: bool  # whether the model is meant to be L2-normalized
+    dtype: str  # "float32" / "float16"
+    device: str  # "cuda:0" / "cpu"
+    providers: list[str] = field(default_factory=list)  # ORT providers actually in use
+    backend: str = "onnx"
+
+
+class Embedder(Protocol):
+    info: EmbedderInfo
+
+    def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
+        """Token ids per text, special tokens included, unpadded; truncated at max_length when
+        `truncate` (else returned whole, so callers can reject over-long input)."""
+        ...
+
+    def forward(self, batch: list[list[int]]) -> np.ndarray:
+        """Pooled, NOT normalized float32 embeddings (n, dimension) for one padded batch.
+        Pads to the longest in `batch`. Thread-safe."""
+        ...
+
+    def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
+        """Convenience path: tokenize, sort by length, cut into token-budget sub-batches,
+        forward, restore input order, normalize."""
+        ...

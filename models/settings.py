@@ -1,0 +1,63 @@
+"""ml-api configuration: one pydantic-settings class, read from ML_API_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cores() -> int:
+    """Cores this process may really use (cgroup/affinity aware), not the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class MLSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ML_API_", env_file=".env", extra="ignore")
+
+    # Which models to serve: BentoML model store names (tag `name` or `name:version`).
+    embedder: str = "embedder"
+    reranker: str = "reranker"
+    require_reranker: bool = Field(
+        False, description="Fail at start-up when the reranker model is not in the store."
+    )
+
+    # Devices. "auto" uses CUDA only when a GPU is really present.
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    on_cuda_unavailable: Literal["fail", "warn"] = Field(
+        "fail", description="What to do when CUDA was wanted but the session fell back to CPU."
+    )
+    fp16: bool = Field(True, description="Half precision on GPU (ignored on CPU).")
+    intra_op_threads: int = Field(default_factory=available_cores, ge=1)
+
+    # Batching (the in-service token-budget batcher).
+    max_batch_tokens: int = Field(
+        0, ge=0, description="Padded tokens per forward pass; 0 = 16384 on CPU, 65536 on GPU."
+    )
+    max_batch_items: int = Field(256, ge=1, description="Items per forward pass at most.")
+    rerank_max_length: int = Field(512, ge=8, description="Max tokens of a (query, passage) pair.")
+
+    # Admission control and input limits.
+    max_client_batch: int = Field(2048, ge=1, description="Items per request at most.")
+    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size.")
+    max_queued_tokens: int = Field(
+        2_000_000, ge=1, description="Tokens waiting for compute before new work gets 429."
+    )
+
+    api_key: str | None = Field(None, description="When set, inference routes need Bearer auth.")
+
+    def batch_token_budget(self, on_gpu: bool) -> int:
+        if self.max_batch_tokens:
+            return self.max_batch_tokens
+        return 65536 if on_gpu else 16384
+
+
+@lru_cache
+def get_settings() -> MLSettings:
+    return MLSettings()

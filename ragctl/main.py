@@ -1,0 +1,14 @@
+"""`ragctl`: the project's one command line."""
+
+from __future__ import annotations
+
+import typer
+
+from ragctl import models_cmd
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-hosted retrieval stack.")
+app.add_typer(models_cmd.app, name="models", help="Import and list models in the BentoML store.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,233 @@
+"""The inference engine: runtimes plus their batchers, and the checks every route shares.
+
+Every route (TEI, OpenAI, Cohere/Jina) goes through `embed` / `rerank` here, so there is one
+batching path and one set of limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.embedder.base import Embedder
+from models.reranker.base import Reranker
+from models.settings import MLSettings
+from serving.batcher import Batcher, BatchStats, Overloaded
+from serving.errors import APIError
+from serving.metrics import observe_batch
+
+log = logging.getLogger(__name__)
+
+# Below this many texts, tokenizing inline beats a thread hop.
+_INLINE_TOKENIZE = 8
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray  # (n, dim) float32, normalized as requested
+    token_counts: list[int]
+    stats: BatchStats
+
+
+@dataclass
+class Scores:
+    logits: list[float]  # in input order
+    token_counts: list[int]
+    stats: BatchStats
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def l2_normalize(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)
+
+
+class Engine:
+    def __init__(self, embedder: Embedder, reranker: Reranker | None, settings: MLSettings) -> None:
+        self.embedder = embedder
+        self.reranker = reranker
+        self.settings = settings
+        on_gpu = embedder.info.device.startswith("cuda")
+        budget = settings.batch_token_budget(on_gpu)
+        self.embed_batcher: Batcher[list[int], np.ndarray] = Batcher(
+            "embed",
+            embedder.forward,
+            token_budget=budget,
+            max_items=settings.max_batch_items,
+            max_queued_tokens=settings.max_queued_tokens,
+            on_batch=lambda n, t, s: observe_batch("embed", n, t, s),
+        )
+        self.rerank_batcher: Batcher[tuple[str, str], float] | None = None
+        if reranker is not None:
+            self.rerank_batcher = Batcher(
+                "rerank",
+                reranker.score,
+                token_budget=settings.batch_token_budget(reranker.info.device.startswith("cuda")),
+                max_items=settings.max_batch_items,
+                max_queued_tokens=settings.max_queued_tokens,
+                on_batch=lambda n, t, s: observe_batch("rerank", n, t, s),
+            )
+
+    def close(self) -> None:
+        self.embed_batcher.close()
+        if self.rerank_batcher is not None:
+            self.rerank_batcher.close()
+
+    # -- embeddings ------------------------------------------------------------------------------
+
+    def check_count(self, n: int, field: str) -> None:
+        limit = self.settings.max_client_batch
+        if n == 0:
+            raise APIError(422, f"{field} must not be empty", param=field, code="empty_input")
+        if n > limit:
+            raise APIError(
+                413,
+                f"{field} has {n} items; the limit is {limit} per request "
+                "(ML_API_MAX_CLIENT_BATCH)",
+                param=field,
+                code="too_many_items",
+            )
+
+    async def tokenize(self, texts: list[str], truncate: bool, field: str) -> list[list[int]]:
+        for i, t in enumerate(texts):
+            if not t or not t.strip():
+                raise APIError(
+                    422,
+                    f"{field}[{i}] is empty; every text needs at least one non-space character",
+                    param=field,
+                    code="empty_text",
+                )
+        if len(texts) <= _INLINE_TOKENIZE:
+            ids = self.embedder.tokenize(texts, truncate)
+        else:
+            ids = await asyncio.to_thread(self.embedder.tokenize, texts, truncate)
+        if not truncate:
+            self._check_lengths([len(x) for x in ids], self.embedder.info.max_length, field)
+        return ids
+
+    def truncate_ids(self, ids: list[list[int]], truncate: bool, field: str) -> list[list[int]]:
+        """Caller-supplied token ids: same length rule as text."""
+        max_len = self.embedder.info.max_length
+        if not truncate:
+            self._check_lengths([len(x) for x in ids], max_len, field)
+        for i, x in enumerate(ids):
+            if not x:
+                raise APIError(422, f"{field}[{i}] is an empty token list", param=field)
+        return [x[:max_len] for x in ids]
+
+    @staticmethod
+    def _check_lengths(lengths: list[int], max_len: int, field: str) -> None:
+        for i, n in enumerate(lengths):
+            if n > max_len:
+                raise APIError(
+                    413,
+                    f"{field}[{i}] is {n} tokens long; the model's limit is {max_len} "
+                    "(send truncate=true to cut it)",
+                    param=field,
+                    code="input_too_long",
+                )
+
+    async def embed_ids(
+        self, ids: list[list[int]], *, normalize: bool, dimensions: int | None = None
+    ) -> Embeddings:
+        rows, stats = await self._submit(self.embed_batcher, ids, [len(x) for x in ids])
+        vectors = np.stack(rows).astype(np.float32, copy=False)
+        if dimensions is not None:
+            vectors = vectors[:, :dimensions]
+        if normalize:
+            vectors = l2_normalize(vectors)
+        return Embeddings(vectors, [len(x) for x in ids], stats)
+
+    async def embed(
+        self,
+        texts: list[str],
+        *,
+        normalize: bool,
+        truncate: bool,
+        field: str = "inputs",
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        self.check_count(len(texts), field)
+        ids = await self.tokenize(texts, truncate, field)
+        return await self.embed_ids(ids, normalize=normalize, dimensions=dimensions)
+
+    # -- reranking -------------------------------------------------------------------------------
+
+    def require_reranker(self) -> Reranker:
+        if self.reranker is None:
+            raise APIError(
+                503,
+                "no reranker model is loaded; import one with "
+                "`ragctl models import-reranker SOURCE` and restart the ml-api",
+                code="reranker_unavailable",
+            )
+        return self.reranker
+
+    async def rerank(
+        self,
+        query: str,
+        texts: list[str],
+        *,
+        truncate: bool,
+        field: str = "texts",
+        max_tokens_per_doc: int | None = None,
+    ) -> Scores:
+        reranker = self.require_reranker()
+        assert self.rerank_batcher is not None
+        if not query.strip():
+            raise APIError(422, "query is empty", param="query", code="empty_text")
+        self.check_count(len(texts), field)
+        for i, t in enumerate(texts):
+            if not t.strip():
+                raise APIError(422, f"{field}[{i}] is empty", param=field, code="empty_text")
+        if max_tokens_per_doc is not None:
+            texts = await asyncio.to_thread(self._cut_docs, texts, max_tokens_per_doc)
+        pairs = [(query, t) for t in texts]
+        counts = await asyncio.to_thread(reranker.count_tokens, pairs)
+        max_len = reranker.info.max_length
+        if not truncate:
+            self._check_lengths(counts, max_len, field)
+        # Budget by what the model will really see (pairs are truncated at max_len).
+        costs = [min(c, max_len) for c in counts]
+        logits, stats = await self._submit(self.rerank_batcher, pairs, costs)
+        return Scores([float(x) for x in logits], counts, stats)
+
+    def _cut_docs(self, texts: list[str], max_tokens: int) -> list[str]:
+        """Cohere's max_tokens_per_doc: keep each document's first N tokens (its own text)."""
+        tok = self.embedder_tokenizer_for_rerank()
+        out = []
+        for text, enc in zip(texts, tok.encode_batch(texts, add_special_tokens=False), strict=True):
+            if len(enc.ids) <= max_tokens:
+                out.append(text)
+            else:
+                end = enc.offsets[max_tokens - 1][1]
+                out.append(text[:end])
+        return out
+
+    def embedder_tokenizer_for_rerank(self):
+        tokenizer = getattr(self.reranker, "tokenizer", None)
+        if tokenizer is None or not hasattr(tokenizer, "encode_batch"):
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(self.reranker.path / "tokenizer.json"))  # type: ignore[union-attr]
+        return tokenizer
+
+    @staticmethod
+    async def _submit(
+        batcher: Batcher, payloads: list, costs: list[int]
+    ) -> tuple[list, BatchStats]:
+        try:
+            return await batcher.submit(payloads, costs)
+        except Overloaded as exc:
+            raise APIError(
+                429,
+                "the ml-api is at capacity (ML_API_MAX_QUEUED_TOKENS); retry later",
+                code="overloaded",
+                retry_after_s=exc.retry_after_s,
+            ) from exc

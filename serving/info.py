@@ -1,0 +1,80 @@
+"""GET routes of the ml-api (/health, /info, /tokenizer): a small FastAPI app mounted into the
+BentoML service, so they appear in the same OpenAPI spec. BentoML's own /readyz, /livez and
+/metrics stay as they are."""
+
+from __future__ import annotations
+
+import dataclasses
+from serving import __version__
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from serving.engine import Engine
+
+info_app = FastAPI(title="ml-api info", openapi_url=None, docs_url=None, redoc_url=None)
+
+
+def _engine(request: Request) -> Engine | None:
+    return getattr(request.app.state, "engine", None)
+
+
+def _model_info(engine: Engine) -> dict[str, Any]:
+    embedder = dataclasses.asdict(engine.embedder.info)
+    reranker = dataclasses.asdict(engine.reranker.info) if engine.reranker else None
+    return {"embedder": embedder, "reranker": reranker}
+
+
+@info_app.get("/health", summary="Liveness plus the models loaded and the devices they run on")
+async def health(request: Request) -> JSONResponse:
+    engine = _engine(request)
+    if engine is None:
+        return JSONResponse({"status": "loading", "models": None}, status_code=503)
+    return JSONResponse({"status": "ok", "models": _model_info(engine)})
+
+
+@info_app.get("/info", summary="Models, limits and versions (like TEI's /info)")
+async def info(request: Request) -> JSONResponse:
+    engine = _engine(request)
+    if engine is None:
+        return JSONResponse({"error": "models are loading", "error_type": "Unhealthy"}, 503)
+    s = engine.settings
+    models = _model_info(engine)
+    models["embedder"]["trained_dimensions"] = [engine.embedder.info.dimension]
+    models["embedder"]["dimensions_note"] = (
+        "`dimensions` below the model's size truncates and re-normalizes; this model was not "
+        "trained for shortened (Matryoshka) embeddings, so expect lower quality"
+    )
+    return JSONResponse(
+        {
+            "version": __version__,
+            "models": models,
+            "limits": {
+                "max_client_batch": s.max_client_batch,
+                "max_payload_bytes": s.max_payload_bytes,
+                "max_batch_tokens": engine.embed_batcher.token_budget,
+                "max_batch_items": s.max_batch_items,
+                "max_queued_tokens": s.max_queued_tokens,
+                "rerank_max_length": engine.reranker.info.max_length if engine.reranker else None,
+            },
+            "queue": {
+                "embed_queued_tokens": engine.embed_batcher.queued_tokens,
+                "rerank_queued_tokens": (
+                    engine.rerank_batcher.queued_tokens if engine.rerank_batcher else 0
+                ),
+            },
+        }
+    )
+
+
+@info_app.get("/tokenizer", summary="The embedder's tokenizer.json, for token-aware chunking")
+async def tokenizer(request: Request) -> Response:
+    engine = _engine(request)
+    if engine is None:
+        return JSONResponse({"error": "models are loading", "error_type": "Unhealthy"}, 503)
+    body = engine.embedder.tokenizer.to_str()  # type: ignore[attr-defined]
+    return Response(body, media_type="application/json")
+
+
+__all__ = ["info_app"]

@@ -16,8 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-import modelfactory
-
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 # Names the test store uses for each model.
@@ -25,6 +23,11 @@ TINY_EMBEDDER = "tiny-embedder"
 TINY_RERANKER = "tiny-reranker"
 MINILM = "minilm"
 NO_RERANKER = "absent-reranker"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def free_port() -> int:
@@ -44,6 +47,8 @@ def ragctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BENTOML_HOME holding tiny-embedder, tiny-reranker and the real MiniLM (as `minilm`)."""
+    import modelfactory
+
     home = tmp_path_factory.mktemp("bentoml_home")
     src = tmp_path_factory.mktemp("model_src")
     env = {**os.environ, "BENTOML_HOME": str(home), "HF_HUB_OFFLINE": "1"}

@@ -1,0 +1,130 @@
+"""The token-budget batcher on its own: planning, merging concurrent requests, admission."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from serving.batcher import Batcher, Overloaded, plan_batches
+
+pytestmark = pytest.mark.anyio
+
+
+def test_plan_batches_respects_padded_budget_and_item_cap() -> None:
+    lengths = [5, 100, 7, 6, 90, 8, 300]
+    batches = plan_batches(lengths, token_budget=200, max_items=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert len(b) <= 3
+        assert longest * len(b) <= 200 or len(b) == 1
+    # Short texts travel together, not padded to the long ones.
+    assert {0, 2, 3} in [set(b) for b in batches]
+    # An item over the budget still runs, alone.
+    assert [6] in batches
+
+
+def test_plan_batches_empty() -> None:
+    assert plan_batches([], 100, 10) == []
+
+
+def _echo_batcher(calls: list[list[int]], delay: float = 0.0, **kw: int) -> Batcher[int, int]:
+    def run(batch: list[int]) -> list[int]:
+        calls.append(list(batch))
+        time.sleep(delay)
+        return [x * 10 for x in batch]
+
+    params = {"token_budget": 1000, "max_items": 64, "max_queued_tokens": 10_000, **kw}
+    return Batcher("test", run, **params)
+
+
+async def test_results_come_back_in_request_order() -> None:
+    calls: list[list[int]] = []
+    b = _echo_batcher(calls)
+    try:
+        results, stats = await b.submit([3, 1, 2], [30, 10, 20])
+        assert results == [30, 10, 20]
+        assert stats.tokens == 60
+        assert stats.inference_ms >= 0 and stats.queue_ms >= 0
+    finally:
+        b.close()
+
+
+async def test_concurrent_requests_share_batches() -> None:
+    calls: list[list[int]] = []
+    b = _echo_batcher(calls, delay=0.05)
+    try:
+        outs = await asyncio.gather(*(b.submit([i], [10]) for i in range(32)))
+        assert [r for r, _ in outs] == [[i * 10] for i in range(32)]
+        # While the first batch computes the rest queue up and go together: far fewer calls.
+        assert len(calls) < 8
+        assert max(len(c) for c in calls) > 1
+    finally:
+        b.close()
+
+
+async def test_overload_is_refused_with_retry_after() -> None:
+    gate = threading.Event()
+
+    def run(batch: list[int]) -> list[int]:
+        gate.wait(5)
+        return batch
+
+    b: Batcher[int, int] = Batcher(
+        "slow", run, token_budget=100, max_items=8, max_queued_tokens=100
+    )
+    try:
+        first = asyncio.create_task(b.submit([1], [80]))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as exc:
+            await b.submit([2], [80])
+        assert exc.value.retry_after_s >= 1
+        gate.set()
+        assert (await first)[0] == [1]
+    finally:
+        gate.set()
+        b.close()
+
+
+async def test_model_error_fails_only_that_batch() -> None:
+    def run(batch: list[int]) -> list[int]:
+        if -1 in batch:
+            raise ValueError("bad item")
+        return batch
+
+    b: Batcher[int, int] = Batcher("err", run, token_budget=10, max_items=1, max_queued_tokens=100)
+    try:
+        with pytest.raises(ValueError):
+            await b.submit([-1], [1])
+        assert (await b.submit([5], [1]))[0] == [5]
+    finally:
+        b.close()
+
+
+async def test_cancelled_requests_are_not_computed() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def run(batch: list[int]) -> list[int]:
+        calls.append(list(batch))
+        gate.wait(5)
+        return batch
+
+    b: Batcher[int, int] = Batcher("c", run, token_budget=10, max_items=1, max_queued_tokens=100)
+    try:
+        busy = asyncio.create_task(b.submit([1], [1]))
+        await asyncio.sleep(0.05)
+        doomed = asyncio.create_task(b.submit([2], [1]))
+        await asyncio.sleep(0.05)
+        doomed.cancel()
+        await asyncio.sleep(0.05)
+        gate.set()
+        await busy
+        assert (await b.submit([3], [1]))[0] == [3]
+        assert [2] not in calls
+    finally:
+        gate.set()
+        b.close()

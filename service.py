@@ -17,8 +17,9 @@ from models.embedder import load_embedder
 from models.reranker import load_reranker
 from models.settings import get_settings
 from serving import compat
+from serving.edge import EdgeMiddleware
 from serving.engine import Engine
-from serving.errors import APIError, EdgeMiddleware, Style, error_response
+from serving.errors import APIError, Style, error_response
 from serving.info import info_app
 from serving.schemas import OpenAIEmbeddingList, RerankHit, RerankResponse, Text, Texts, TokenIds
 

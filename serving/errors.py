@@ -1,27 +1,18 @@
-"""Error bodies in the shape each API family's clients expect, and the HTTP edge middleware.
+"""Error bodies in the shape each API family's clients expect.
 
 TEI routes answer `{"error", "error_type"}`, OpenAI routes `{"error": {"message", "type", "param",
 "code"}}` (the openai client only raises its typed errors for that envelope), Cohere/Jina rerank
 routes `{"message"}`. BentoML itself answers request-validation failures with a 400 in its own
-shape; the middleware rewrites those into a 422 in the route's shape, naming the field.
+shape; `serving/edge.py` rewrites those into a 422 in the route's shape, naming the field.
 """
 
 from __future__ import annotations
 
-import hmac
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
 from enum import StrEnum
-from typing import Any
 
 import orjson
 from starlette.responses import Response
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Style(StrEnum):
@@ -32,17 +23,6 @@ class Style(StrEnum):
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
 COHERE_PATHS = ("/v1/rerank", "/v2/rerank")
-# Inference routes: behind the API key, counted by the size limit.
-PROTECTED_PATHS = (
-    "/embed",
-    "/rerank",
-    "/tokenize",
-    "/tokenizer",
-    "/info",
-    *OPENAI_PATHS,
-    *COHERE_PATHS,
-)
-OPEN_PATHS = ("/health", "/readyz", "/livez", "/metrics", "/docs", "/docs.json", "/")
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -133,7 +113,9 @@ def _describe_validation(detail: list[dict]) -> tuple[str, str | None]:
     return "; ".join(parts), first_param
 
 
-def _rewrite(status: int, body: bytes, style: Style) -> tuple[int, bytes, dict[str, str]] | None:
+def rewrite_error(
+    status: int, body: bytes, style: Style
+) -> tuple[int, bytes, dict[str, str]] | None:
     """BentoML-generated error -> our shape. None when the body is already ours."""
     try:
         data = orjson.loads(body) if body else None
@@ -164,100 +146,7 @@ def _rewrite(status: int, body: bytes, style: Style) -> tuple[int, bytes, dict[s
     return None
 
 
-class EdgeMiddleware:
-    """Payload limit, API key, and consistent error bodies, before BentoML sees the request."""
-
-    def __init__(self, app: ASGIApp, max_payload_bytes: int, api_key: str | None) -> None:
-        self.app = app
-        self.max_payload_bytes = max_payload_bytes
-        self.api_key = api_key
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope.get("path", "")
-        style = style_for(path)
-        protected = path in PROTECTED_PATHS
-
-        async def reply(err: APIError) -> None:
-            await error_response(style, err)(scope, receive, send)
-
-        if protected and self.api_key and not self._authorized(scope):
-            await reply(
-                APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
-            )
-            return
-
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        limit = self.max_payload_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await reply(_too_large(limit))
-            return
-
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _PayloadTooLarge
-            return message
-
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def rewriting_send(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                if message["status"] < 400:
-                    await send(message)
-                    return
-                start = message
-                return
-            if start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            body = b"".join(chunks)
-            status = start["status"]
-            out_headers = [
-                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
-            ]
-            rewritten = _rewrite(status, body, style)
-            if rewritten is not None:
-                status, body, extra = rewritten
-                out_headers = [(k, v) for k, v in out_headers if k.lower().decode() not in extra]
-                out_headers += [(k.encode(), v.encode()) for k, v in extra.items()]
-            out_headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": status, "headers": out_headers})
-            await send({"type": "http.response.body", "body": body})
-
-        try:
-            await self.app(scope, limited_receive, rewriting_send)
-        except _PayloadTooLarge:
-            await reply(_too_large(limit))
-
-    def _authorized(self, scope: Scope) -> bool:
-        for k, v in scope.get("headers", []):
-            if k.lower() == b"authorization":
-                scheme, _, token = v.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(
-                    token.strip().encode(), (self.api_key or "").encode()
-                )
-        return False
-
-
-class _PayloadTooLarge(Exception):
-    pass
-
-
-def _too_large(limit: int) -> APIError:
+def payload_too_large(limit: int) -> APIError:
     return APIError(
         413,
         f"request body exceeds the {limit} byte limit (ML_API_MAX_PAYLOAD_BYTES)",

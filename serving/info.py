@@ -5,12 +5,12 @@ BentoML service, so they appear in the same OpenAPI spec. BentoML's own /readyz,
 from __future__ import annotations
 
 import dataclasses
-from serving import __version__
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from serving import __version__
 from serving.engine import Engine
 
 info_app = FastAPI(title="ml-api info", openapi_url=None, docs_url=None, redoc_url=None)

@@ -1,0 +1,140 @@
+"""The ml-api's HTTP edge, in front of BentoML: API key, payload limit, consistent error bodies,
+and no compute for clients that went away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from serving.errors import APIError, error_response, payload_too_large, rewrite_error, style_for
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Open without a key (probes, metrics, the API docs); everything else needs it when one is set.
+OPEN_PATHS = frozenset(
+    {"/", "/health", "/readyz", "/livez", "/metrics", "/docs.json", "/schema.json"}
+)
+OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+class _PayloadTooLarge(Exception):
+    pass
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, max_payload_bytes: int, api_key: str | None) -> None:
+        self.app = app
+        self.max_payload_bytes = max_payload_bytes
+        self.api_key = api_key or None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        style = style_for(path)
+
+        async def reply(err: APIError) -> None:
+            await error_response(style, err)(scope, receive, send)
+
+        if self.api_key and not _is_open(path) and not self._authorized(scope):
+            await reply(
+                APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
+            )
+            return
+
+        limit = self.max_payload_bytes
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await reply(payload_too_large(limit))
+            return
+
+        received = 0
+        body_done = asyncio.Event()
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _PayloadTooLarge
+                if not message.get("more_body"):
+                    body_done.set()
+            return message
+
+        error_start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewriting_send(message: Message) -> None:
+            nonlocal error_start, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                if message["status"] < 400:
+                    await send(message)
+                else:
+                    error_start = message  # held back until the body is known
+                return
+            if error_start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            await _send_error(send, error_start, b"".join(chunks), style)
+
+        app_task = asyncio.ensure_future(self.app(scope, limited_receive, rewriting_send))
+
+        async def cancel_on_disconnect() -> None:
+            # Once the body is read, the next message can only be the client going away.
+            await body_done.wait()
+            message = await receive()
+            if message["type"] == "http.disconnect" and not response_started:
+                app_task.cancel()
+
+        watcher = asyncio.ensure_future(cancel_on_disconnect())
+        try:
+            await app_task
+        except _PayloadTooLarge:
+            await reply(payload_too_large(limit))
+        except asyncio.CancelledError:
+            if not app_task.cancelled():
+                raise  # we ourselves are being cancelled
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    def _authorized(self, scope: Scope) -> bool:
+        for k, v in scope.get("headers", []):
+            if k.lower() == b"authorization":
+                scheme, _, token = v.decode("latin-1").partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    token.strip().encode(), (self.api_key or "").encode()
+                )
+        return False
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or path.startswith("/docs")
+
+
+async def _send_error(send: Send, start: Message, body: bytes, style: Any) -> None:
+    status = start["status"]
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    rewritten = rewrite_error(status, body, style)
+    if rewritten is not None:
+        status, body, extra = rewritten
+        headers = [(k, v) for k, v in headers if k.lower().decode() not in extra]
+        headers += [(k.encode(), v.encode()) for k, v in extra.items()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,74 @@
+"""One error shape for every response: `{"detail": "<what is wrong, naming field and limit>"}`.
+
+Validation errors also carry `errors: [{"field", "message"}]`. Unexpected exceptions are logged
+with their traceback and answered without one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.mlapi import MLAPIError, MLAPIUnavailable
+from backend.store import StoreError
+
+log = logging.getLogger("ragstack.backend")
+
+
+def _field(loc: Sequence[Any], prefix: str | None = None) -> str:
+    # Drop the request part ("body"/"query") and pydantic's union-member names ("list[...]").
+    parts = [str(x) for x in loc if x not in ("body", "query", "path")]
+    parts = [p for p in parts if not any(c in p for c in "[]") and not p.startswith("function-")]
+    if prefix:
+        parts.insert(0, prefix)
+    return ".".join(parts) or "body"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+def validation_items(errors: Sequence[Any], prefix: str | None = None) -> list[dict[str, str]]:
+    return [{"field": _field(e.get("loc", ()), prefix), "message": _message(e)} for e in errors]
+
+
+def validation_detail(errors: Sequence[Any], prefix: str | None = None) -> str:
+    items = validation_items(errors, prefix)
+    return "; ".join(f"{i['field']}: {i['message']}" for i in items[:5])
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        return JSONResponse(
+            {"detail": validation_detail(errors), "errors": validation_items(errors)},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(MLAPIError)
+    async def _mlapi(request: Request, exc: MLAPIError) -> JSONResponse:
+        status = 503 if isinstance(exc, MLAPIUnavailable) else 502
+        return JSONResponse({"detail": exc.message}, status_code=status)
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the backend log"}, status_code=500)

@@ -1,0 +1,1 @@
+"""Parsing, chunking and the background ingestion pipeline."""

@@ -1,0 +1,248 @@
+"""Background ingestion: parse -> chunk -> embed -> store, one document per worker.
+
+The registry row is the gate: chunks are stored as not-ready, flipped to ready, and only then is
+the document marked `indexed`. Any failure (parser error, ml-api down after retries, Qdrant
+error) deletes whatever chunks were written and marks the document `failed` with the reason.
+Uploaded bytes wait in DATA_DIR/uploads/<id> until their worker picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from backend.ingest.chunk import Chunker, load_tokenizer
+from backend.ingest.parse import InvalidDocument, parse
+from backend.mlapi import MLAPIError, MLClient
+from backend.registry import Document, Registry, Status
+from backend.settings import Settings
+from backend.store import StoreError, VectorStore
+
+log = logging.getLogger("ragstack.backend.ingest")
+T = TypeVar("T")
+
+INTERRUPTED = "interrupted: the backend stopped before ingestion finished; upload the file again"
+
+
+async def _complete(awaitable: Awaitable[T]) -> T:
+    """Await a store write so that cancelling the caller still lets the write land first;
+    otherwise a write still running in its thread could add points after the cleanup ran."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
+class Ingestor:
+    def __init__(
+        self, settings: Settings, registry: Registry, store: VectorStore, ml: MLClient
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.ml = ml
+        self.spool = settings.spool_dir
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._chunker: Chunker | None = None
+        self._chunker_tag: str | None = None
+        self._chunker_lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Finish what a previous process left half done: interrupted ingests become `failed`
+        (their partial chunks removed), pending deletions complete, and a version superseded
+        just before a stop is removed."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        for doc in self.registry.deleting():
+            await self._purge(doc.id)
+        for doc in self.registry.unfinished():
+            try:
+                await self.store.delete_document(doc.id)
+            except StoreError as exc:
+                log.warning("recovery: chunks of %s not removed yet: %s", doc.id, exc)
+            self.registry.mark_failed(doc.id, INTERRUPTED)
+            log.info("recovery: document %s (%s) marked failed (interrupted)", doc.id, doc.filename)
+        for doc in self.registry.duplicate_indexed_filenames():
+            await self.delete(doc.id)
+        for leftover in self.spool.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        for i in range(self.settings.ingest_concurrency):
+            self._workers.append(asyncio.create_task(self._worker(), name=f"ingest-{i}"))
+
+    async def stop(self) -> None:
+        for task in [*self.running.values(), *self._workers]:
+            task.cancel()
+        await asyncio.gather(*self.running.values(), *self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    # -- API used by the routes --------------------------------------------------------------------
+
+    def spool_path(self, doc_id: str) -> Path:
+        return self.spool / doc_id
+
+    async def submit(self, doc_id: str, data: bytes) -> None:
+        await asyncio.to_thread(self.spool_path(doc_id).write_bytes, data)
+        self.queue.put_nowait(doc_id)
+
+    @property
+    def pending(self) -> int:
+        return self.queue.qsize() + len(self.running)
+
+    async def delete(self, doc_id: str) -> bool:
+        """Remove a document and every chunk; stops its ingestion first if it is running."""
+        if self.registry.get(doc_id) is None:
+            return False
+        # DELETING first: a crash from here on still completes the deletion at start-up.
+        self.registry.update(doc_id, status=Status.DELETING)
+        task = self.running.get(doc_id)
+        # A document's own ingestion may delete it (superseded); it must not cancel itself.
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait([task])
+        await self._purge(doc_id)
+        return True
+
+    async def _purge(self, doc_id: str) -> None:
+        await self.store.delete_document(doc_id)
+        self.registry.delete(doc_id)
+        self.spool_path(doc_id).unlink(missing_ok=True)
+
+    async def chunker(self) -> Chunker:
+        """The chunker for the ml-api's current embedder, built from its own tokenizer."""
+        info = await self.ml.model_info()
+        async with self._chunker_lock:
+            if self._chunker is None or self._chunker_tag != info.embedder_tag:
+                body = await self.ml.tokenizer()
+                tok = await asyncio.to_thread(load_tokenizer, body)
+                self._chunker = Chunker(
+                    tok,
+                    chunk_size=self.settings.chunk_size,
+                    overlap=self.settings.chunk_overlap,
+                    max_length=info.max_length,
+                )
+                self._chunker_tag = info.embedder_tag
+                log.info(
+                    "chunker ready: embedder %s, %d tokens per chunk, overlap %d",
+                    info.embedder_tag,
+                    self._chunker.capacity,
+                    self._chunker.overlap,
+                )
+            return self._chunker
+
+    # -- work --------------------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            doc_id = await self.queue.get()
+            task = asyncio.create_task(self._ingest(doc_id), name=f"ingest:{doc_id}")
+            self.running[doc_id] = task
+            try:
+                await asyncio.wait([task])
+            finally:
+                self.running.pop(doc_id, None)
+                self.queue.task_done()
+
+    async def _ingest(self, doc_id: str) -> None:
+        doc = self.registry.get(doc_id)
+        if doc is None or doc.status != Status.QUEUED:
+            return  # deleted (or re-queued twice) while waiting
+        started = time.perf_counter()
+        try:
+            chunks = await self._run(doc)
+        except asyncio.CancelledError:
+            await self._fail(doc, INTERRUPTED)
+            raise
+        except InvalidDocument as exc:
+            await self._fail(doc, str(exc))
+        except (MLAPIError, StoreError) as exc:
+            await self._fail(doc, exc.args[0] if exc.args else type(exc).__name__)
+        except Exception as exc:
+            log.exception("ingestion of %s crashed", doc.id)
+            await self._fail(doc, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            log.info(
+                "indexed document id=%s file=%s chunks=%d seconds=%.2f",
+                doc.id,
+                doc.filename,
+                chunks,
+                time.perf_counter() - started,
+            )
+        finally:
+            self.spool_path(doc.id).unlink(missing_ok=True)
+
+    async def _run(self, doc: Document) -> int:
+        self.registry.update(doc.id, status=Status.PARSING)
+        data = await asyncio.to_thread(self.spool_path(doc.id).read_bytes)
+        pages = await asyncio.to_thread(parse, doc.kind, data)
+        del data
+        chunker = await self.chunker()
+        chunks = await asyncio.to_thread(chunker.split, pages, doc.kind)
+        if not chunks:
+            raise InvalidDocument("no extractable text")
+        total = len(chunks)
+        self.registry.update(
+            doc.id,
+            status=Status.EMBEDDING,
+            pages=len(pages) if doc.kind == "pdf" else None,
+            chunks_total=total,
+            chunks_done=0,
+        )
+        info = await self.ml.model_info()
+        await _complete(self.store.ensure_collection(info.dimension))
+        await _complete(self.store.ensure_metadata_indexes(doc.metadata))
+
+        # Groups big enough to keep every embed request slot busy; each group is stored as soon
+        # as it is embedded, which also bounds memory for long documents.
+        step = self.settings.embed_batch_size * self.settings.embed_concurrency
+        for i in range(0, total, step):
+            group = chunks[i : i + step]
+            vectors = await self.ml.embed([c.text for c in group])
+            if any(len(v) != info.dimension for v in vectors):
+                raise MLAPIError("ml-api returned vectors of an unexpected dimension")
+            await _complete(
+                self.store.upsert(
+                    document_id=doc.id,
+                    content_hash=doc.content_hash,
+                    chunks=group,
+                    vectors=vectors,
+                    filename=doc.filename,
+                    metadata=doc.metadata,
+                )
+            )
+            self.registry.update(doc.id, chunks_done=i + len(group))
+
+        await _complete(self.store.set_ready(doc.id))
+        self.registry.mark_indexed(doc.id, total)
+        await self._replace_versions(doc)
+        return total
+
+    async def _replace_versions(self, doc: Document) -> None:
+        """Same filename, new content: the newest upload wins once it is indexed."""
+        current = self.registry.get(doc.id)
+        if current is None:
+            return
+        if self.registry.newer_version_indexed(current):
+            log.info("document %s superseded by a newer upload of %s", doc.id, doc.filename)
+            await self.delete(doc.id)
+            return
+        for old in self.registry.older_versions(current):
+            log.info("document %s replaces %s (%s)", doc.id, old.id, doc.filename)
+            await self.delete(old.id)
+
+    async def _fail(self, doc: Document, reason: str) -> None:
+        log.warning("ingestion failed id=%s file=%s reason=%s", doc.id, doc.filename, reason)
+        with contextlib.suppress(StoreError):
+            await self.store.delete_document(doc.id)
+        self.registry.mark_failed(doc.id, reason)

@@ -1,0 +1,226 @@
+"""Client of the ml-api: embeddings, reranking, model info and the embedder's tokenizer.
+
+One `httpx.AsyncClient` per app (created in the lifespan). Connection errors, 429 and 503 are
+retried with exponential backoff, honouring Retry-After; large embedding jobs are split into
+requests of EMBED_BATCH_SIZE texts with at most EMBED_CONCURRENCY in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from backend.settings import Settings
+
+log = logging.getLogger("ragstack.backend.mlapi")
+
+RETRY_STATUSES = (429, 503)
+MAX_RETRY_AFTER_S = 30.0
+MODEL_INFO_TTL_S = 30.0
+
+
+class MLAPIError(Exception):
+    """The ml-api answered with an error we cannot retry, or kept failing."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class MLAPIUnavailable(MLAPIError):
+    """The ml-api could not be reached (or stayed overloaded) after all retries."""
+
+
+class RerankerUnavailable(MLAPIError):
+    """The ml-api runs without a reranker model."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    embedder_name: str
+    embedder_tag: str
+    dimension: int
+    max_length: int
+    reranker: dict[str, Any] | None
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300] or resp.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error") or body.get("detail") or body.get("message")
+        if isinstance(err, dict):
+            err = err.get("message")
+        if err:
+            return str(err)
+    return str(body)[:300]
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+
+
+class MLClient:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        headers = {}
+        if settings.ml_api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.ml_api_key.get_secret_value()}"
+        self.http = httpx.AsyncClient(
+            base_url=settings.ml_api_url,
+            headers=headers,
+            timeout=httpx.Timeout(settings.ml_api_timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            transport=transport,
+        )
+        self._info: ModelInfo | None = None
+        self._info_at = 0.0
+        self._no_reranker_until = 0.0
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- transport ---------------------------------------------------------------------------------
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, retries: int | None = None
+    ) -> httpx.Response:
+        """Send with retries. Returns the final response (any status) unless the ml-api could
+        not be reached or stayed at 429/503, which raises MLAPIUnavailable."""
+        retries = self.settings.ml_api_retries if retries is None else retries
+        delay = self.settings.ml_api_backoff_s
+        problem = ""
+        for attempt in range(retries + 1):
+            wait = delay * (1 + random.random() * 0.25)  # jitter spreads retrying workers
+            try:
+                resp = await self.http.request(method, path, json=json)
+            except httpx.ReadTimeout:
+                raise MLAPIUnavailable(
+                    f"ml-api {path} timed out after {self.settings.ml_api_timeout_s:g}s"
+                ) from None
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if resp.status_code not in RETRY_STATUSES or _permanent_503(resp):
+                    return resp
+                problem = f"HTTP {resp.status_code}: {_error_text(resp)}"
+                wait = _retry_after(resp) or wait
+            if attempt < retries:
+                log.info(
+                    "ml-api %s failed (%s); retry %d in %.1fs", path, problem, attempt + 1, wait
+                )
+                await asyncio.sleep(wait)
+                delay *= 2
+        raise MLAPIUnavailable(f"ml-api unavailable at {self.settings.ml_api_url}: {problem}")
+
+    @staticmethod
+    def _check(resp: httpx.Response, what: str) -> Any:
+        if resp.status_code != 200:
+            raise MLAPIError(
+                f"ml-api {what} failed with HTTP {resp.status_code}: {_error_text(resp)}",
+                resp.status_code,
+            )
+        try:
+            return resp.json()
+        except ValueError:
+            raise MLAPIError(f"ml-api {what} answered invalid JSON") from None
+
+    # -- info --------------------------------------------------------------------------------------
+
+    async def health(self, retries: int = 0) -> dict[str, Any]:
+        return self._check(await self._request("GET", "/health", retries=retries), "/health")
+
+    async def model_info(self, refresh: bool = False) -> ModelInfo:
+        """Embedder dimension and max length, reranker presence; cached for a short while."""
+        fresh = time.monotonic() - self._info_at < MODEL_INFO_TTL_S
+        if self._info is not None and fresh and not refresh:
+            return self._info
+        body = self._check(await self._request("GET", "/health"), "/health")
+        try:
+            models = body["models"]
+            emb = models["embedder"]
+            info = ModelInfo(
+                embedder_name=str(emb.get("name", "")),
+                embedder_tag=str(emb.get("tag", "")),
+                dimension=int(emb["dimension"]),
+                max_length=int(emb["max_length"]),
+                reranker=models.get("reranker"),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise MLAPIError("ml-api /health lacks models.embedder.dimension/max_length") from None
+        self._info, self._info_at = info, time.monotonic()
+        return info
+
+    async def tokenizer(self) -> dict[str, Any]:
+        body = self._check(await self._request("GET", "/tokenizer"), "/tokenizer")
+        if not isinstance(body, dict):
+            raise MLAPIError("ml-api /tokenizer did not answer a tokenizer.json object")
+        return body
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed any number of texts, in order, as several bounded requests."""
+        size = self.settings.embed_batch_size
+        batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+        gate = asyncio.Semaphore(self.settings.embed_concurrency)
+
+        async def one(batch: list[str]) -> list[list[float]]:
+            async with gate:
+                return await self._embed_batch(batch)
+
+        results = await asyncio.gather(*(one(b) for b in batches))
+        return [vec for batch in results for vec in batch]
+
+    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        payload = {"inputs": texts, "normalize": True, "truncate": True}
+        body = self._check(await self._request("POST", "/embed", json=payload), "/embed")
+        if not isinstance(body, list) or len(body) != len(texts):
+            raise MLAPIError(f"ml-api /embed returned {len(body)} vectors for {len(texts)} texts")
+        return body
+
+    async def rerank(self, query: str, texts: list[str]) -> list[tuple[int, float]]:
+        """(index into texts, score) best first. Raises RerankerUnavailable without a reranker."""
+        if time.monotonic() < self._no_reranker_until:
+            raise RerankerUnavailable("the ml-api has no reranker")
+        payload = {
+            "query": query,
+            "texts": texts,
+            "raw_scores": False,
+            "return_text": False,
+            "truncate": True,
+        }
+        resp = await self._request("POST", "/rerank", json=payload)
+        if _permanent_503(resp):
+            # Do not ask again for a while: a reranker appears only when the ml-api restarts.
+            self._no_reranker_until = time.monotonic() + MODEL_INFO_TTL_S
+            raise RerankerUnavailable(_error_text(resp), 503)
+        body = self._check(resp, "/rerank")
+        try:
+            return [(int(h["index"]), float(h["score"])) for h in body]
+        except (KeyError, TypeError, ValueError):
+            raise MLAPIError("ml-api /rerank answered an unexpected shape") from None
+
+
+def _permanent_503(resp: httpx.Response) -> bool:
+    # "No reranker loaded" is a 503 without Retry-After: waiting will not fix it.
+    return (
+        resp.status_code == 503
+        and "Retry-After" not in resp.headers
+        and "reranker" in _error_text(resp).lower()
+    )

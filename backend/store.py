@@ -1,0 +1,274 @@
+"""The vector store: the one module that talks to Qdrant.
+
+Works the same against a Qdrant server (QDRANT_URL) and embedded local mode (QDRANT_PATH). The
+client is the synchronous one, run in worker threads: in local mode the "async" client would
+compute on the event loop. Local mode is not thread-safe, so calls are serialized there.
+
+Chunks are written with `ready: false` and flipped to true in one call once every chunk of the
+document is stored; searches only see ready chunks, so a document appears all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from backend.ingest.chunk import Chunk
+from backend.settings import Settings
+
+log = logging.getLogger("ragstack.backend.store")
+
+T = TypeVar("T")
+# Point ids: uuid5 of "<content hash>:<chunk index>" in this namespace, so re-ingesting the same
+# content overwrites rather than duplicates.
+POINT_NAMESPACE = uuid.UUID("8f0d8a4e-5b7e-4c61-9d0f-2d7f5c3e9a10")
+MetadataValue = str | int | float | bool
+MetadataFilter = dict[str, MetadataValue | list[MetadataValue]]
+
+
+class StoreError(Exception):
+    """Qdrant is unreachable or refused an operation."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the embedded-mode storage folder."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float
+    payload: dict[str, Any]
+
+
+def point_id(content_hash: str, index: int) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{content_hash}:{index}"))
+
+
+def open_client(settings: Settings) -> QdrantClient:
+    if settings.qdrant_url:
+        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantClient(url=settings.qdrant_url, api_key=key, timeout=30)
+    folder = settings.qdrant_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(folder))
+    except RuntimeError as exc:
+        if "already accessed by another instance" not in str(exc):
+            raise
+        raise StoreLocked(
+            f"the embedded Qdrant folder {folder} is in use by another process: embedded mode "
+            "allows one process per folder. Run a single backend worker, stop the other process, "
+            "or set QDRANT_URL to use a Qdrant server."
+        ) from None
+
+
+def _schema_for(value: Any) -> qm.PayloadSchemaType:
+    if isinstance(value, bool):
+        return qm.PayloadSchemaType.BOOL
+    if isinstance(value, int):
+        return qm.PayloadSchemaType.INTEGER
+    if isinstance(value, float):
+        return qm.PayloadSchemaType.FLOAT
+    return qm.PayloadSchemaType.KEYWORD
+
+
+def _condition(key: str, value: MetadataValue | list[MetadataValue]) -> qm.Condition:
+    path = f"metadata.{key}"
+    if isinstance(value, list):
+        if any(isinstance(v, float) and not isinstance(v, bool) for v in value):
+            # MatchAny has no floats: OR of exact ranges.
+            return qm.Filter(
+                should=[qm.FieldCondition(key=path, range=qm.Range(gte=v, lte=v)) for v in value]
+            )
+        return qm.FieldCondition(key=path, match=qm.MatchAny(any=value))  # type: ignore[arg-type]
+    if isinstance(value, float):
+        return qm.FieldCondition(key=path, range=qm.Range(gte=value, lte=value))
+    return qm.FieldCondition(key=path, match=qm.MatchValue(value=value))
+
+
+def _doc_filter(document_id: str) -> qm.Filter:
+    return qm.Filter(
+        must=[qm.FieldCondition(key="document_id", match=qm.MatchValue(value=document_id))]
+    )
+
+
+class VectorStore:
+    def __init__(self, settings: Settings, client: QdrantClient | None = None) -> None:
+        self.settings = settings
+        self.collection = settings.qdrant_collection
+        self.local = not settings.qdrant_url
+        self.location = settings.qdrant_url or str(settings.qdrant_folder)
+        self.client = client or open_client(settings)
+        self._lock = threading.Lock() if self.local else None
+        self._dimension: int | None = None
+        self._indexed_keys: set[str] = set()
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            if self._lock is None:
+                return fn(*args, **kwargs)
+            with self._lock:
+                return fn(*args, **kwargs)
+
+        try:
+            return await asyncio.to_thread(call)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"Qdrant ({self.location}): {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._run(self.client.close)
+
+    # -- collection --------------------------------------------------------------------------------
+
+    async def collection_exists(self) -> bool:
+        return await self._run(self.client.collection_exists, self.collection)
+
+    async def ensure_collection(self, dimension: int) -> None:
+        """Create the collection (cosine, `dimension`) once; refuse a dimension mismatch."""
+        if self._dimension == dimension:
+            return
+        if await self.collection_exists():
+            info = await self._run(self.client.get_collection, self.collection)
+            vectors = info.config.params.vectors
+            size = vectors.size if isinstance(vectors, qm.VectorParams) else None
+            if size != dimension:
+                raise StoreError(
+                    f"collection {self.collection!r} holds {size}-dimensional vectors but the "
+                    f"embedder produces {dimension}; the embedding model changed. Use a new "
+                    "QDRANT_COLLECTION or re-create the collection."
+                )
+        else:
+            await self._run(
+                self.client.create_collection,
+                self.collection,
+                vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
+            )
+            log.info("created collection %s (dimension %d)", self.collection, dimension)
+        await self._ensure_index("document_id", qm.PayloadSchemaType.KEYWORD)
+        await self._ensure_index("ready", qm.PayloadSchemaType.BOOL)
+        self._dimension = dimension
+
+    async def _ensure_index(self, key: str, schema: qm.PayloadSchemaType) -> None:
+        # Local mode has no payload indexes (the client would only warn).
+        if self.local or key in self._indexed_keys:
+            return
+        try:
+            await self._run(
+                self.client.create_payload_index,
+                self.collection,
+                field_name=key,
+                field_schema=schema,
+                wait=True,
+            )
+        except StoreError as exc:
+            # A key used with another type before keeps its first index; filtering still works.
+            log.warning("payload index on %s not created: %s", key, exc)
+        self._indexed_keys.add(key)
+
+    async def ensure_metadata_indexes(self, metadata: dict[str, Any]) -> None:
+        for key, value in metadata.items():
+            if isinstance(value, str | int | float | bool):
+                await self._ensure_index(f"metadata.{key}", _schema_for(value))
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    async def upsert(
+        self,
+        *,
+        document_id: str,
+        content_hash: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Sequence[float]],
+        filename: str | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        """Store chunks (not yet searchable), in batches of UPSERT_BATCH_SIZE points."""
+        points = [
+            qm.PointStruct(
+                id=point_id(content_hash, c.index),
+                vector=list(v),
+                payload={
+                    "document_id": document_id,
+                    "chunk_index": c.index,
+                    "page": c.page,
+                    "start": c.start,
+                    "end": c.end,
+                    "text": c.text,
+                    "filename": filename,
+                    "metadata": metadata,
+                    "ready": False,
+                },
+            )
+            for c, v in zip(chunks, vectors, strict=True)
+        ]
+        size = self.settings.upsert_batch_size
+        for i in range(0, len(points), size):
+            await self._run(
+                self.client.upsert, self.collection, points=points[i : i + size], wait=True
+            )
+
+    async def set_ready(self, document_id: str) -> None:
+        await self._run(
+            self.client.set_payload,
+            self.collection,
+            payload={"ready": True},
+            points=_doc_filter(document_id),
+            wait=True,
+        )
+
+    async def delete_document(self, document_id: str) -> None:
+        if not await self.collection_exists():
+            return
+        await self._run(
+            self.client.delete,
+            self.collection,
+            points_selector=qm.FilterSelector(filter=_doc_filter(document_id)),
+            wait=True,
+        )
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def count(self, document_id: str | None = None) -> int:
+        if not await self.collection_exists():
+            return 0
+        flt = _doc_filter(document_id) if document_id else None
+        result = await self._run(self.client.count, self.collection, count_filter=flt, exact=True)
+        return result.count
+
+    async def search(
+        self,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        document_ids: list[str] | None = None,
+        metadata: MetadataFilter | None = None,
+    ) -> list[Hit]:
+        if not await self.collection_exists():
+            return []
+        must: list[qm.Condition] = [qm.FieldCondition(key="ready", match=qm.MatchValue(value=True))]
+        if document_ids is not None:
+            must.append(
+                qm.FieldCondition(key="document_id", match=qm.MatchAny(any=list(document_ids)))
+            )
+        for key, value in (metadata or {}).items():
+            must.append(_condition(key, value))
+        response = await self._run(
+            self.client.query_points,
+            self.collection,
+            query=list(vector),
+            query_filter=qm.Filter(must=must),
+            limit=limit,
+            with_payload=True,
+            with_vectors=False,
+        )
+        return [Hit(score=p.score, payload=p.payload or {}) for p in response.points]

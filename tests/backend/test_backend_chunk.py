@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from backend.ingest.chunk import Chunker, load_tokenizer
 from backend.ingest.parse import Page
 
 PROSE = " ".join(
-    f"Sentence {i} explains how topic {i % 7} relates to café naïveté and résumés." for i in range(300)
+    f"Sentence {i} explains how topic {i % 7} relates to café naïveté and résumés."
+    for i in range(300)
 )
 
 
@@ -36,7 +38,7 @@ def test_chunks_fit_and_offsets_point_into_the_page(chunker: Chunker) -> None:
         assert PROSE[c.start : c.end] == c.text
         assert chunker.count_tokens(c.text) <= 128
     # Consecutive chunks overlap (CHUNK_OVERLAP) without leaving gaps.
-    assert all(b.start < a.end for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(b.start < a.end for a, b in itertools.pairwise(chunks))
 
 
 def test_capacity_is_capped_by_model_max_length(minilm_tokenizer_json: dict[str, Any]) -> None:

@@ -85,8 +85,8 @@ def test_markdown_is_kept_as_text() -> None:
 def test_html_drops_script_style_nav_and_keeps_blocks() -> None:
     html = make_html("Quarterly report", "Revenue grew <b>strongly</b> in Q3.")
     html = html.replace(
-        b"</body>", b"<ul><li>one</li><li>two</li></ul><table><tr><td>a</td><td>b</td></tr>"
-        b"</table></body>"
+        b"</body>",
+        b"<ul><li>one</li><li>two</li></ul><table><tr><td>a</td><td>b</td></tr></table></body>",
     )
     text = parse("html", html)[0].text
     assert "Quarterly report" in text

@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -42,7 +43,10 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, ml_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The app. `ml_transport` replaces the network transport of the ml-api client (tests)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -56,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry.close()
             log.critical("%s", exc)
             raise SystemExit(f"backend start-up failed: {exc}") from None
-        ml = MLClient(settings)
+        ml = MLClient(settings, transport=ml_transport)
         ingestor = Ingestor(settings, registry, store, ml)
         await ingestor.recover()
         ingestor.start()

@@ -22,8 +22,10 @@ log = logging.getLogger("ragstack.backend")
 
 
 def _field(loc: Sequence[Any], prefix: str | None = None) -> str:
-    # Drop the request part ("body"/"query") and pydantic's union-member names ("list[...]").
-    parts = [str(x) for x in loc if x not in ("body", "query", "path")]
+    # Drop the request part ("body", "query", ...) and pydantic's union-member names ("list[...]").
+    parts = [str(x) for x in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
     parts = [p for p in parts if not any(c in p for c in "[]") and not p.startswith("function-")]
     if prefix:
         parts.insert(0, prefix)

@@ -110,6 +110,8 @@ class VectorStore:
         self._lock = threading.Lock() if self.local else None
         self._dimension: int | None = None
         self._indexed_keys: set[str] = set()
+        # Workers ingesting at the same time must not both try to create the collection.
+        self._setup_lock = asyncio.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def call() -> T:
@@ -135,6 +137,12 @@ class VectorStore:
 
     async def ensure_collection(self, dimension: int) -> None:
         """Create the collection (cosine, `dimension`) once; refuse a dimension mismatch."""
+        if self._dimension == dimension:
+            return
+        async with self._setup_lock:
+            await self._ensure_collection(dimension)
+
+    async def _ensure_collection(self, dimension: int) -> None:
         if self._dimension == dimension:
             return
         if await self.collection_exists():
@@ -176,9 +184,10 @@ class VectorStore:
         self._indexed_keys.add(key)
 
     async def ensure_metadata_indexes(self, metadata: dict[str, Any]) -> None:
-        for key, value in metadata.items():
-            if isinstance(value, str | int | float | bool):
-                await self._ensure_index(f"metadata.{key}", _schema_for(value))
+        async with self._setup_lock:
+            for key, value in metadata.items():
+                if isinstance(value, str | int | float | bool):
+                    await self._ensure_index(f"metadata.{key}", _schema_for(value))
 
     # -- writes ------------------------------------------------------------------------------------
 

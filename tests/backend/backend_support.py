@@ -179,3 +179,77 @@ def launch_backend(data_dir: Path, log_path: Path, **env: str) -> Backend:
             backend.stop()
             raise TimeoutError(f"backend not ready:\n{backend.log()}")
         time.sleep(0.2)
+
+
+# -- an in-process stand-in for the ml-api ---------------------------------------------------------
+
+
+@dataclass
+class StubMLApi:
+    """Speaks the ml-api's HTTP contract with a hashed bag-of-words "embedder" and a word-overlap
+    "reranker", so pipeline logic can be tested in-process and fast. The real ml-api is covered
+    by the integration tests."""
+
+    tokenizer_json: dict[str, Any]
+    dimension: int = 64
+    max_length: int = 256
+    reranker: bool = True
+    embed_status: int = 200  # set to 503 to simulate an outage
+    embed_delay_s: float = 0.0
+    slow_marker: str = ""  # only requests with a text containing this are delayed
+    embed_calls: int = 0
+
+    def app(self) -> Any:
+        import asyncio
+        import hashlib
+        import math
+        import re
+
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse
+
+        app = FastAPI()
+        words = re.compile(r"\w+")
+
+        def vector(text: str) -> list[float]:
+            v = [0.0] * self.dimension
+            for w in words.findall(text.lower()):
+                v[int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dimension] += 1.0
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            return [x / norm for x in v]
+
+        @app.get("/health")
+        async def health() -> dict[str, Any]:
+            embedder = {
+                "name": "stub",
+                "tag": "stub:1",
+                "dimension": self.dimension,
+                "max_length": self.max_length,
+            }
+            reranker = {"name": "stub-rr", "tag": "stub-rr:1"} if self.reranker else None
+            return {"status": "ok", "models": {"embedder": embedder, "reranker": reranker}}
+
+        @app.get("/tokenizer")
+        async def tokenizer() -> dict[str, Any]:
+            return self.tokenizer_json
+
+        @app.post("/embed")
+        async def embed(body: dict[str, Any]) -> Any:
+            self.embed_calls += 1
+            if any(self.slow_marker in t for t in body["inputs"]):
+                await asyncio.sleep(self.embed_delay_s)
+            if self.embed_status != 200:
+                return JSONResponse({"error": "down", "error_type": "Unhealthy"}, 503)
+            return [vector(t) for t in body["inputs"]]
+
+        @app.post("/rerank")
+        async def rerank(body: dict[str, Any]) -> Any:
+            if not self.reranker:
+                msg = "no reranker model is loaded; import one"
+                return JSONResponse({"error": msg, "error_type": "Unhealthy"}, 503)
+            q = set(words.findall(body["query"].lower()))
+            scores = [len(q & set(words.findall(t.lower()))) / (1 + len(q)) for t in body["texts"]]
+            order = sorted(range(len(scores)), key=lambda i: -scores[i])
+            return [{"index": i, "score": scores[i]} for i in order]
+
+        return app

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     # -- Storage and ingestion ---------------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Registry database and upload spool.")
     chunk_size: int = Field(256, ge=16, description="Chunk capacity in embedding-model tokens.")
-    chunk_overlap: int = Field(32, ge=0, description="Token overlap between neighbouring chunks.")
+    chunk_overlap: int = Field(
+        32, ge=0, description="Token overlap between neighbouring chunks (at most half a chunk)."
+    )
     max_upload_bytes: int = Field(50 * MiB, ge=1, description="Largest accepted file.")
     max_files_per_upload: int = Field(20, ge=1)
     ingest_concurrency: int = Field(2, ge=1, description="Documents ingested at the same time.")
@@ -69,12 +71,6 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _check(self) -> Settings:
-        if self.chunk_overlap >= self.chunk_size:
-            raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
-        return self
 
     @property
     def qdrant_folder(self) -> Path:

@@ -27,6 +27,10 @@ class MLSettings(BaseSettings):
     require_reranker: bool = Field(
         False, description="Fail at start-up when the reranker model is not in the store."
     )
+    reranker_backend: Literal["flag", "onnx"] = Field(
+        "flag",
+        description="Cross-encoder runtime: FlagEmbedding (PyTorch) or ONNX Runtime (model.onnx).",
+    )
 
     # Devices. "auto" uses CUDA only when a GPU is really present.
     device: Literal["auto", "cuda", "cpu"] = "auto"

@@ -1,0 +1,137 @@
+"""The ONNX Runtime embedder: `tokenizers` for text, ORT for the encoder, pooling in numpy."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.batching import plan_batches
+from models.embedder.base import EmbedderInfo, Pooling
+from models.onnx_session import OrtSession, create_session
+from models.settings import MLSettings
+
+log = logging.getLogger(__name__)
+
+
+def l2_normalize(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """(n, seq, dim) hidden states and (n, seq) 0/1 mask of right-padded rows -> (n, dim)."""
+    hidden = hidden.astype(np.float32, copy=False)
+    if pooling == "cls":
+        return np.ascontiguousarray(hidden[:, 0])
+    if pooling == "last":
+        last = np.maximum(mask.sum(axis=1) - 1, 0)
+        return np.ascontiguousarray(hidden[np.arange(hidden.shape[0]), last])
+    m = mask[..., None].astype(np.float32)
+    summed = (hidden * m).sum(axis=1)
+    return summed / np.maximum(m.sum(axis=1), 1e-9)
+
+
+class OnnxEmbedder:
+    """An `Embedder` on ONNX Runtime, from a model imported with `models.store.import_embedder`.
+
+    Thread-safe: the ORT session is, and the tokenizers are configured once and only read.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        metadata: dict[str, Any],
+        settings: MLSettings,
+        *,
+        name: str,
+        tag: str,
+        gpu: bool | None = None,
+    ) -> None:
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        self.settings = settings
+        self.max_length = int(metadata["max_length"])
+        self.pooling: Pooling = metadata.get("pooling", "mean")
+        self.lowercase = bool(metadata.get("lowercase", False))
+        self.pad_id = int(metadata.get("pad_token_id", 0))
+        self.output = metadata.get("onnx_output", "last_hidden_state")
+        self.dimension = int(metadata["dimension"])
+
+        self._tok_full = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tok_full.no_padding()
+        self._tok_full.no_truncation()
+        self._tok_trunc = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tok_trunc.no_padding()
+        self._tok_trunc.enable_truncation(self.max_length)
+
+        self.ort: OrtSession = create_session(model_dir / "model.onnx", settings, gpu)
+        self._inputs = list(self.ort.input_types)
+        self.info = EmbedderInfo(
+            name=name,
+            tag=tag,
+            source=str(metadata.get("source", "")),
+            revision=metadata.get("revision"),
+            dimension=self.dimension,
+            max_length=self.max_length,
+            pooling=self.pooling,
+            normalize=bool(metadata.get("normalize", False)),
+            dtype=self.ort.dtype,
+            device=self.ort.device,
+            providers=self.ort.providers,
+            backend="onnx",
+        )
+
+    @classmethod
+    def from_store(cls, name: str, settings: MLSettings, gpu: bool | None = None) -> OnnxEmbedder:
+        from models.store import find_model
+
+        model = find_model(name)
+        if model is None:
+            raise LookupError(
+                f"embedder {name!r} is not in the BentoML model store; import one with "
+                f"`ragctl models import-defaults` or `ragctl models import-embedder SOURCE "
+                f"--name {name}` (the store is $BENTOML_HOME/models, default ~/bentoml/models)"
+            )
+        meta = dict(model.info.metadata)
+        if meta.get("kind") != "embedder":
+            raise ValueError(f"{model.tag} is not an embedder (kind={meta.get('kind')!r})")
+        return cls(model.path, meta, settings, name=name, tag=str(model.tag), gpu=gpu)
+
+    # -- Embedder protocol -------------------------------------------------------------------------
+
+    def _prepare(self, texts: list[str]) -> list[str]:
+        # Like sentence-transformers: strip, and lowercase when the model says so.
+        texts = [t.strip() for t in texts]
+        return [t.lower() for t in texts] if self.lowercase else texts
+
+    def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
+        tok = self._tok_trunc if truncate else self._tok_full
+        return [e.ids for e in tok.encode_batch(self._prepare(texts))]
+
+    def forward(self, batch: list[list[int]]) -> np.ndarray:
+        n = len(batch)
+        if n == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        width = max(1, max(len(ids) for ids in batch))
+        input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, ids in enumerate(batch):
+            input_ids[i, : len(ids)] = ids
+            mask[i, : len(ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        hidden = self.ort.run(self.output, feeds)
+        return pool(hidden, mask, self.pooling).astype(np.float32, copy=False)
+
+    def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
+        ids = self.tokenize(texts, truncate=True)
+        out = np.zeros((len(ids), self.dimension), dtype=np.float32)
+        budget = self.settings.batch_token_budget(self.ort.on_gpu)
+        for idx in plan_batches([len(x) for x in ids], budget, self.settings.max_batch_items):
+            out[idx] = self.forward([ids[i] for i in idx])
+        return l2_normalize(out) if normalize else out

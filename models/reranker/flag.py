@@ -1,0 +1,166 @@
+"""The FlagEmbedding cross-encoder: `FlagReranker` (PyTorch) loaded from the store folder.
+
+FlagReranker is built with one explicit device (FlagEmbedding 1.4 starts a multi-process pool
+when it sees several) and offline. Its model and tokenizer are then driven here with its own
+tokenization helpers, in length-sorted token-budget sub-batches: `compute_score` would run the
+first batch twice (a batch-size probe) and re-move the model on every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import devices
+from models.batching import plan_batches
+from models.reranker.base import RerankerInfo
+from models.settings import MLSettings
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """transformers/huggingface_hub offline while loading: a local folder never needs the hub,
+    and a missing optional file must not turn into a network request."""
+    import huggingface_hub.constants as hf_constants
+    import transformers.utils.hub as tf_hub
+
+    saved = hf_constants.HF_HUB_OFFLINE, getattr(tf_hub, "_is_offline_mode", None)
+    hf_constants.HF_HUB_OFFLINE = True
+    tf_hub._is_offline_mode = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = saved[0]
+        tf_hub._is_offline_mode = saved[1]
+
+
+class FlagCrossEncoder:
+    """A `Reranker` on FlagEmbedding's FlagReranker. Thread-safe: the model runs under a lock
+    (one forward at a time, torch uses all its threads), the tokenizer under another (a
+    transformers fast tokenizer re-configures truncation on each call)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        metadata: dict[str, Any],
+        settings: MLSettings,
+        *,
+        name: str,
+        tag: str,
+        gpu: bool | None = None,
+    ) -> None:
+        import torch
+
+        with hub_offline():
+            from FlagEmbedding import FlagReranker
+
+        if int(metadata.get("num_labels", 1)) != 1:
+            raise ValueError(f"{tag} has {metadata.get('num_labels')} labels; a reranker has 1")
+        if gpu is None:
+            gpu = devices.gpu_present()
+        self.device = devices.torch_device(settings.device, gpu, settings.on_cuda_unavailable)
+        on_gpu = self.device.startswith("cuda")
+        fp16 = on_gpu and settings.fp16
+        self.settings = settings
+        self.max_length = min(settings.rerank_max_length, int(metadata["max_length"]))
+        with hub_offline():
+            self.flag = FlagReranker(
+                str(model_dir),
+                use_fp16=fp16,
+                devices=self.device,
+                max_length=self.max_length,
+                normalize=False,
+                batch_size=settings.max_batch_items,
+            )
+        if not on_gpu:
+            torch.set_num_threads(settings.intra_op_threads)
+        model = self.flag.model
+        if fp16:
+            model.half()
+        self.model = model.to(self.device).eval()
+        self.tokenizer = self.flag.tokenizer
+        # Silence transformers' one-time advice (pad after encode; over-long inputs, which
+        # count_tokens measures on purpose and truncation handles).
+        for key in (
+            "Asking-to-pad-a-fast-tokenizer",
+            "sequence-length-is-longer-than-the-specified-maximum",
+        ):
+            self.tokenizer.deprecation_warnings[key] = True
+        self.query_max_length = self.flag.query_max_length or self.max_length * 3 // 4
+        self._num_special = self.tokenizer.num_special_tokens_to_add(pair=True)
+        self._model_lock = threading.Lock()
+        self._tok_lock = threading.Lock()
+        self.info = RerankerInfo(
+            name=name,
+            tag=tag,
+            source=str(metadata.get("source", "")),
+            revision=metadata.get("revision"),
+            max_length=self.max_length,
+            dtype="float16" if fp16 else "float32",
+            device=self.device,
+            providers=[],
+            backend="flag",
+        )
+
+    def _ids(self, texts: list[str], max_length: int | None) -> list[list[int]]:
+        unique = list(dict.fromkeys(texts))
+        kwargs: dict[str, Any] = {"add_special_tokens": False, "return_tensors": None}
+        if max_length is not None:
+            kwargs |= {"max_length": max_length, "truncation": True}
+        with self._tok_lock:
+            ids = self.tokenizer(unique, **kwargs)["input_ids"]
+        by_text = dict(zip(unique, ids, strict=True))
+        return [by_text[t] for t in texts]
+
+    def count_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
+        qs = self._ids([q for q, _ in pairs], None)
+        ps = self._ids([p for _, p in pairs], None)
+        return [len(q) + len(p) + self._num_special for q, p in zip(qs, ps, strict=True)]
+
+    def encode(self, pairs: list[tuple[str, str]]) -> list[dict[str, list[int]]]:
+        """FlagReranker.compute_score_single_gpu's tokenization, pair by pair."""
+        from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
+
+        qs = self._ids([q for q, _ in pairs], self.query_max_length)
+        ps = self._ids([p for _, p in pairs], self.max_length)
+        with self._tok_lock:
+            return [
+                prepare_for_model_compat(
+                    self.tokenizer,
+                    q,
+                    p,
+                    truncation="only_second",
+                    max_length=self.max_length,
+                    padding=False,
+                )
+                for q, p in zip(qs, ps, strict=True)
+            ]
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        import torch
+        from FlagEmbedding.utils.tokenizer_compat import pad_with_compat
+
+        if not pairs:
+            return []
+        items = self.encode(pairs)
+        out = np.zeros(len(pairs), dtype=np.float32)
+        budget = self.settings.batch_token_budget(self.device.startswith("cuda"))
+        lengths = [len(x["input_ids"]) for x in items]
+        for idx in plan_batches(lengths, budget, self.settings.max_batch_items):
+            with self._tok_lock:
+                batch = pad_with_compat(
+                    self.tokenizer, [items[i] for i in idx], padding=True, return_tensors="pt"
+                )
+            batch = batch.to(self.device)
+            with self._model_lock, torch.inference_mode():
+                logits = self.model(**batch, return_dict=True).logits
+            out[idx] = logits.reshape(len(idx), -1)[:, 0].float().cpu().numpy()
+        return out.tolist()

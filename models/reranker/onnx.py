@@ -1,0 +1,86 @@
+"""The ONNX Runtime cross-encoder: the stored model.onnx (output logits), FlagReranker's
+tokenization re-done with `tokenizers`, length-sorted token-budget sub-batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.batching import plan_batches
+from models.onnx_session import OrtSession, create_session
+from models.reranker.base import RerankerInfo
+from models.reranker.pairs import PairTokenizer
+from models.settings import MLSettings
+
+
+class OnnxCrossEncoder:
+    """A `Reranker` on ONNX Runtime. Thread-safe (ORT sessions are; the tokenizer is only read)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        metadata: dict[str, Any],
+        settings: MLSettings,
+        *,
+        name: str,
+        tag: str,
+        gpu: bool | None = None,
+    ) -> None:
+        model_dir = Path(model_dir)
+        if not (model_dir / "model.onnx").is_file():
+            raise FileNotFoundError(
+                f"{tag} has no model.onnx (imported with --no-onnx?); re-import it, or set "
+                "ML_API_RERANKER_BACKEND=flag"
+            )
+        if int(metadata.get("num_labels", 1)) != 1:
+            raise ValueError(f"{tag} has {metadata.get('num_labels')} labels; a reranker has 1")
+        self.settings = settings
+        self.max_length = min(settings.rerank_max_length, int(metadata["max_length"]))
+        self.pad_id = int(metadata.get("pad_token_id", 0))
+        self.output = metadata.get("onnx_output", "logits")
+        self.pairs = PairTokenizer(model_dir / "tokenizer.json", self.max_length)
+        self.ort: OrtSession = create_session(model_dir / "model.onnx", settings, gpu)
+        self._inputs = list(self.ort.input_types)
+        self.info = RerankerInfo(
+            name=name,
+            tag=tag,
+            source=str(metadata.get("source", "")),
+            revision=metadata.get("revision"),
+            max_length=self.max_length,
+            dtype=self.ort.dtype,
+            device=self.ort.device,
+            providers=self.ort.providers,
+            backend="onnx",
+        )
+
+    def count_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
+        return self.pairs.count(pairs)
+
+    def _forward(self, encoded: list[tuple[list[int], list[int]]]) -> np.ndarray:
+        n = len(encoded)
+        width = max(len(ids) for ids, _ in encoded)
+        input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, (ids, tt) in enumerate(encoded):
+            input_ids[i, : len(ids)] = ids
+            types[i, : len(tt)] = tt
+            mask[i, : len(ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = types
+        logits = self.ort.run(self.output, feeds)
+        return logits.reshape(n, -1)[:, 0].astype(np.float32)
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        encoded = self.pairs.encode(pairs)
+        out = np.zeros(len(pairs), dtype=np.float32)
+        budget = self.settings.batch_token_budget(self.ort.on_gpu)
+        lengths = [len(ids) for ids, _ in encoded]
+        for idx in plan_batches(lengths, budget, self.settings.max_batch_items):
+            out[idx] = self._forward([encoded[i] for i in idx])
+        return out.tolist()

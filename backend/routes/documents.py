@@ -130,7 +130,15 @@ async def _from_json(request: Request, settings: SettingsDep) -> list[Incoming]:
         raise HTTPException(
             413, f"text: {len(data)} bytes; the limit is {settings.max_upload_bytes}"
         )
-    return [Incoming(doc.title, "txt", data, doc.metadata)]
+    # A title like "notes.md" selects the Markdown splitter; anything else is plain text.
+    kind = "md" if doc.title and doc.title.lower().endswith((".md", ".markdown")) else "txt"
+    return [Incoming(doc.title, kind, data, doc.metadata)]
+
+
+def _check_and_hash(item: Incoming) -> str:
+    """Cheap validity checks, then the content hash (both CPU work: run in a thread)."""
+    precheck(item.kind, item.data)
+    return hashlib.sha256(item.data).hexdigest()
 
 
 @router.post(
@@ -169,15 +177,15 @@ async def upload_documents(
         )
 
     # All files are checked before any is registered: one bad file rejects the whole request.
+    hashes = []
     for item in incoming:
         try:
-            await asyncio.to_thread(precheck, item.kind, item.data)
+            hashes.append(await asyncio.to_thread(_check_and_hash, item))
         except InvalidDocument as exc:
             raise HTTPException(422, f"{item.filename or 'text'}: {exc}") from None
 
     accepted = []
-    for item in incoming:
-        content_hash = hashlib.sha256(item.data).hexdigest()
+    for item, content_hash in zip(incoming, hashes, strict=True):
         try:
             doc, needs_ingest = registry.add(
                 content_hash=content_hash,

@@ -1,10 +1,13 @@
 """Export Hugging Face encoders to ONNX (dynamic batch and sequence axes), verified against torch.
 
-Uses the torch.export-based exporter (`torch.onnx.export(..., dynamo=True)`, the default since
-torch 2.9): one `model.onnx`, plus one `model.onnx.data` only for models over ~1.5 GB (the
-protobuf limit is 2 GB). The TorchScript exporter is kept as a fallback for architectures the
-new one cannot capture. Every export is checked once against torch on a batch of a different
-shape than the tracing sample (so the dynamic axes are exercised) and fails when it is off.
+Two exporters, both checked to give the same numbers on these encoders (BERT, XLM-R...) with
+torch 2.13 and transformers 4.57: the TorchScript one (`dynamo=False`) is tried first because
+it is 3-9x faster (MiniLM: ~3 s against ~8-15 s on 2 cores), and the torch.export-based one
+(`dynamo=True`, torch's default since 2.9) is the fallback for architectures TorchScript cannot
+trace, and for when the deprecated TorchScript path goes away. Either way the result is one
+`model.onnx`, plus one `model.onnx.data` only for models over ~1.5 GB (protobuf's limit is
+2 GB). Every export is checked once against torch on a batch of a different shape than the
+tracing sample (so the dynamic axes are exercised) and fails when it is off.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class ExportResult:
     output_name: str
     max_abs_diff: float
     seconds: float
-    exporter: str  # "dynamo" or "torchscript"
+    exporter: str  # "torchscript" or "dynamo"
     external_data: bool
     files: list[str] = field(default_factory=list)
 
@@ -107,11 +110,20 @@ def _param_bytes(model: Any) -> int:
 
 @contextlib.contextmanager
 def _quiet() -> Any:
-    """The exporters print progress and warnings of their own; keep the CLI's output clean."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+    """The exporters and transformers print progress and warnings of their own (unused pooler
+    weights, torchvision ops not registered...); keep the CLI's output clean."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _export_dynamo(
@@ -225,7 +237,8 @@ def export_model(
     start = time.perf_counter()
     cls = AutoModel if head == "encoder" else AutoModelForSequenceClassification
     # eager attention traces to plain MatMul/Softmax that every exporter and ORT handle.
-    model = cls.from_pretrained(model_dir, attn_implementation="eager", local_files_only=True)
+    with _quiet():
+        model = cls.from_pretrained(model_dir, attn_implementation="eager", local_files_only=True)
     model = model.float().eval()
     output_name = "last_hidden_state" if head == "encoder" else "logits"
     names = model_input_names(model, tokenizer_input_names)
@@ -234,7 +247,7 @@ def export_model(
     sample = _sample(names, vocab_size, batch=2, length=16, seed=0)
     big = _param_bytes(model) > EXTERNAL_DATA_BYTES
 
-    order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     used, errors = "", []
     for name in order:
         _remove_outputs(out)

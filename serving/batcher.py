@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from models.batching import plan_batches
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")  # what the model takes per item (token ids, a text pair, ...)
@@ -50,26 +52,6 @@ class BatchStats:
     queue_ms: float = 0.0
     inference_ms: float = 0.0
     tokens: int = 0
-
-
-def plan_batches(lengths: Sequence[int], token_budget: int, max_items: int) -> list[list[int]]:
-    """Indices of `lengths` grouped into batches, shortest first, so that each batch's padded
-    size (longest * count) stays within `token_budget` and `max_items`. A single item longer
-    than the budget still gets a batch of its own."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        # Sorted ascending, so the newcomer is the longest: padded size = its length * count.
-        if current and (
-            lengths[i] * (len(current) + 1) > token_budget or len(current) >= max_items
-        ):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 class Batcher(Generic[T, R]):

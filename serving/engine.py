@@ -187,7 +187,7 @@ class Engine:
             if not t.strip():
                 raise APIError(422, f"{field}[{i}] is empty", param=field, code="empty_text")
         if max_tokens_per_doc is not None:
-            texts = await asyncio.to_thread(self._cut_docs, texts, max_tokens_per_doc)
+            texts = await asyncio.to_thread(reranker.cut_passages, texts, max_tokens_per_doc)
         pairs = [(query, t) for t in texts]
         counts = await asyncio.to_thread(reranker.count_tokens, pairs)
         max_len = reranker.info.max_length
@@ -197,26 +197,6 @@ class Engine:
         costs = [min(c, max_len) for c in counts]
         logits, stats = await self._submit(self.rerank_batcher, pairs, costs)
         return Scores([float(x) for x in logits], counts, stats)
-
-    def _cut_docs(self, texts: list[str], max_tokens: int) -> list[str]:
-        """Cohere's max_tokens_per_doc: keep each document's first N tokens (its own text)."""
-        tok = self.embedder_tokenizer_for_rerank()
-        out = []
-        for text, enc in zip(texts, tok.encode_batch(texts, add_special_tokens=False), strict=True):
-            if len(enc.ids) <= max_tokens:
-                out.append(text)
-            else:
-                end = enc.offsets[max_tokens - 1][1]
-                out.append(text[:end])
-        return out
-
-    def embedder_tokenizer_for_rerank(self):
-        tokenizer = getattr(self.reranker, "tokenizer", None)
-        if tokenizer is None or not hasattr(tokenizer, "encode_batch"):
-            from tokenizers import Tokenizer
-
-            tokenizer = Tokenizer.from_file(str(self.reranker.path / "tokenizer.json"))  # type: ignore[union-attr]
-        return tokenizer
 
     @staticmethod
     async def _submit(

@@ -73,8 +73,7 @@ async def tokenizer(request: Request) -> Response:
     engine = _engine(request)
     if engine is None:
         return JSONResponse({"error": "models are loading", "error_type": "Unhealthy"}, 503)
-    body = engine.embedder.tokenizer.to_str()  # type: ignore[attr-defined]
-    return Response(body, media_type="application/json")
+    return Response(engine.embedder.tokenizer_json(), media_type="application/json")
 
 
 __all__ = ["info_app"]

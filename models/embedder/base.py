@@ -34,6 +34,10 @@ class Embedder(Protocol):
         `truncate` (else returned whole, so callers can reject over-long input)."""
         ...
 
+    def tokenizer_json(self) -> str:
+        """The fast tokenizer as tokenizer.json text (clients chunk with the model's tokens)."""
+        ...
+
     def forward(self, batch: list[list[int]]) -> np.ndarray:
         """Pooled, NOT normalized float32 embeddings (n, dimension) for one padded batch.
         Pads to the longest in `batch`. Thread-safe."""

@@ -112,6 +112,9 @@ class OnnxEmbedder:
         tok = self._tok_trunc if truncate else self._tok_full
         return [e.ids for e in tok.encode_batch(self._prepare(texts))]
 
+    def tokenizer_json(self) -> str:
+        return self._tok_full.to_str()
+
     def forward(self, batch: list[list[int]]) -> np.ndarray:
         n = len(batch)
         if n == 0:

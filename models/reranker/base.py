@@ -26,6 +26,10 @@ class Reranker(Protocol):
         """Untruncated token count of each (query, passage) pair, special tokens included."""
         ...
 
+    def cut_passages(self, texts: list[str], max_tokens: int) -> list[str]:
+        """Each text cut to its first `max_tokens` tokens (Cohere's max_tokens_per_doc)."""
+        ...
+
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
         """Raw relevance logits (no sigmoid), truncated at max_length. Thread-safe."""
         ...

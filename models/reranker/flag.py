@@ -20,6 +20,7 @@ import numpy as np
 from models import devices
 from models.batching import plan_batches
 from models.reranker.base import RerankerInfo
+from models.reranker.pairs import cut_texts
 from models.settings import MLSettings
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ class FlagCrossEncoder:
             self.tokenizer.deprecation_warnings[key] = True
         self.query_max_length = self.flag.query_max_length or self.max_length * 3 // 4
         self._num_special = self.tokenizer.num_special_tokens_to_add(pair=True)
+        # A private copy of the Rust tokenizer for offsets: the shared one is reconfigured per call.
+        from tokenizers import Tokenizer
+
+        self._offsets_tok = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        self._offsets_tok.no_truncation()
+        self._offsets_tok.no_padding()
         self._model_lock = threading.Lock()
         self._tok_lock = threading.Lock()
         self.info = RerankerInfo(
@@ -119,6 +126,9 @@ class FlagCrossEncoder:
             ids = self.tokenizer(unique, **kwargs)["input_ids"]
         by_text = dict(zip(unique, ids, strict=True))
         return [by_text[t] for t in texts]
+
+    def cut_passages(self, texts: list[str], max_tokens: int) -> list[str]:
+        return cut_texts(self._offsets_tok, texts, max_tokens)
 
     def count_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
         qs = self._ids([q for q, _ in pairs], None)

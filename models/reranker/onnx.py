@@ -55,6 +55,9 @@ class OnnxCrossEncoder:
             backend="onnx",
         )
 
+    def cut_passages(self, texts: list[str], max_tokens: int) -> list[str]:
+        return self.pairs.cut(texts, max_tokens)
+
     def count_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
         return self.pairs.count(pairs)
 

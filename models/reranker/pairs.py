@@ -79,6 +79,17 @@ def probe_template(tokenizer: Any) -> PairTemplate:
     return template
 
 
+def cut_texts(tokenizer: Any, texts: list[str], max_tokens: int) -> list[str]:
+    """Each text cut after its first `max_tokens` tokens, at the token's character offset.
+    `tokenizer` is a `tokenizers.Tokenizer` with truncation off."""
+    out = []
+    for text, enc in zip(
+        texts, tokenizer.encode_batch(texts, add_special_tokens=False), strict=True
+    ):
+        out.append(text if len(enc.ids) <= max_tokens else text[: enc.offsets[max_tokens - 1][1]])
+    return out
+
+
 class PairTokenizer:
     """Thread-safe: the `tokenizers.Tokenizer` is configured once and then only read."""
 
@@ -97,6 +108,9 @@ class PairTokenizer:
         encoded = self.tokenizer.encode_batch(unique, add_special_tokens=False)
         by_text = {t: e.ids for t, e in zip(unique, encoded, strict=True)}
         return [by_text[t] for t in texts]
+
+    def cut(self, texts: list[str], max_tokens: int) -> list[str]:
+        return cut_texts(self.tokenizer, texts, max_tokens)
 
     def count(self, pairs: list[tuple[str, str]]) -> list[int]:
         """Untruncated length of each pair, special tokens included."""

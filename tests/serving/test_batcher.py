@@ -21,8 +21,9 @@ def test_plan_batches_respects_padded_budget_and_item_cap() -> None:
         longest = max(lengths[i] for i in b)
         assert len(b) <= 3
         assert longest * len(b) <= 200 or len(b) == 1
-    # Short texts travel together, not padded to the long ones.
-    assert {0, 2, 3} in [set(b) for b in batches]
+    # Short texts are not padded to the long ones.
+    for b in batches:
+        assert not ({0, 2, 3, 5} & set(b) and {1, 4, 6} & set(b))
     # An item over the budget still runs, alone.
     assert [6] in batches
 

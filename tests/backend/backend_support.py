@@ -20,7 +20,6 @@ import httpx
 
 from backend.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 # Settings the backend reads from the environment: a developer's shell must not leak into tests.
 BACKEND_ENV = [name.upper() for name in Settings.model_fields]
 

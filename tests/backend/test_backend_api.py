@@ -162,6 +162,17 @@ def test_new_version_replaces_the_old_once_indexed(api: TestClient, stub: StubML
     assert [h["document_id"] for h in hits] == [new_id]
 
 
+def test_a_failed_new_version_keeps_the_old(api: TestClient, stub: StubMLApi) -> None:
+    old = ingest(api, "faq.txt", b"FAQ v1: the office opens at nine.")
+    stub.embed_status = 503
+    new = ingest(api, "faq.txt", b"FAQ v2: the office opens at ten.")
+    assert new["status"] == "failed"
+    assert api.get(f"/documents/{old['id']}").json()["status"] == "indexed"
+    stub.embed_status = 200
+    hits = api.post("/query", json={"query": "office opens"}).json()["results"]
+    assert [h["document_id"] for h in hits] == [old["id"]]
+
+
 def test_delete_removes_document_and_chunks(api: TestClient) -> None:
     doc = ingest(api, "gone.txt", LONG.encode())
     assert points(api, doc["id"]) == doc["chunk_count"] > 0

@@ -56,7 +56,7 @@ TOKENIZER_FILES = (
 )
 # Weights of other frameworks, and exports, that a stored cross-encoder does not need.
 _SKIP_SUFFIXES = (".onnx", ".h5", ".msgpack", ".ot", ".tflite", ".mlmodel", ".gguf")
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$|^[\w.-]+$")
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?(@[\w./-]+)?$")  # owner/name[@revision]
 
 
 def _noop(_: str) -> None:
@@ -208,6 +208,17 @@ def _hub_files(repo_id: str, revision: str | None) -> tuple[list[str], str]:
     return keep, sha
 
 
+def cached_snapshot(source: str) -> Path | None:
+    """The folder of `repo_id[@revision]` in the local Hugging Face cache, if it is there."""
+    from huggingface_hub import snapshot_download
+
+    repo_id, _, revision = source.partition("@")
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None, local_files_only=True))
+    except Exception:
+        return None
+
+
 def resolve_source(source: str, progress: Progress = _noop) -> tuple[Path, str, str | None, bool]:
     """(local folder, source to record, hub revision or None, from_hub) for a folder or HF id."""
     path = Path(source).expanduser()
@@ -222,15 +233,12 @@ def resolve_source(source: str, progress: Progress = _noop) -> tuple[Path, str, 
     repo_id, _, revision = source.partition("@")
     ok, why = hub_reachable()
     if not ok:  # a previous download may be in the local Hugging Face cache
-        try:
-            local = Path(
-                snapshot_download(repo_id, revision=revision or None, local_files_only=True)
-            )
-        except Exception as err:
+        local = cached_snapshot(source)
+        if local is None:
             raise RuntimeError(
                 f"cannot download {repo_id}: {why}, and it is not in the Hugging Face cache "
                 "(download the model elsewhere and import its folder instead)"
-            ) from err
+            )
         return local, repo_id, local.name, True
     progress(f"downloading {repo_id} from the Hugging Face hub")
     files, sha = _hub_files(repo_id, revision or None)
@@ -552,7 +560,7 @@ def import_defaults(
         reranker_source = default_reranker(gpu_present())
     if not Path(reranker_source).expanduser().is_dir():
         ok, why = hub_reachable()
-        if not ok:
+        if not ok and cached_snapshot(reranker_source) is None:
             echo(
                 f"{reranker_name}: skipped {reranker_source}: the Hugging Face hub is not "
                 f"reachable ({why}); import one later with `ragctl models import-reranker "

@@ -32,8 +32,13 @@ def _status(start: str) -> Iterator[object]:
         yield progress
 
 
+def _line(text: str) -> None:
+    """One line, never wrapped (people grep these), no markup read into model names."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
 def _fail(err: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {err}")
+    err_console.print(f"error: {err}", soft_wrap=True, markup=False, highlight=False)
     return typer.Exit(1)
 
 
@@ -64,7 +69,7 @@ def import_embedder(
             )
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
-    console.print(f"{name}: stored as [bold]{tag}[/bold]")
+    _line(f"{name}: stored as {tag}")
 
 
 @app.command("import-reranker")
@@ -84,7 +89,7 @@ def import_reranker(
             tag = store.import_reranker(source, name, onnx=onnx, force=force, progress=progress)
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
-    console.print(f"{name}: stored as [bold]{tag}[/bold]")
+    _line(f"{name}: stored as {tag}")
 
 
 @app.command("import-defaults")
@@ -103,7 +108,7 @@ def import_defaults(
 
     try:
         with _status("importing the default models") as progress:
-            store.import_defaults(reranker, echo=console.print, progress=progress)
+            store.import_defaults(reranker, echo=_line, progress=progress)
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
 

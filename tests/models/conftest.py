@@ -107,3 +107,11 @@ def tiny_store(bentoml_home: Path, sources: Sources) -> dict[str, str]:
         TINY_LAST: store.import_embedder(str(sources.last), TINY_LAST),
         TINY_RERANKER: store.import_reranker(str(sources.cross_encoder), TINY_RERANKER),
     }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # BentoML's model store uses a pathspec API that warns on every store access.
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.filterwarnings("ignore::DeprecationWarning:pathspec"))

@@ -57,15 +57,19 @@ class EdgeMiddleware:
             return
 
         received = 0
+        too_large = False
         body_done = asyncio.Event()
         response_started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    # BentoML turns any exception into its own 500; remember why, so the
+                    # error response can be replaced by the 413 below.
+                    too_large = True
                     raise _PayloadTooLarge
                 if not message.get("more_body"):
                     body_done.set()
@@ -89,6 +93,9 @@ class EdgeMiddleware:
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
+            if too_large:
+                await reply(payload_too_large(limit))
+                return
             await _send_error(send, error_start, b"".join(chunks), style)
 
         app_task = asyncio.ensure_future(self.app(scope, limited_receive, rewriting_send))
@@ -104,7 +111,8 @@ class EdgeMiddleware:
         try:
             await app_task
         except _PayloadTooLarge:
-            await reply(payload_too_large(limit))
+            if not response_started:
+                await reply(payload_too_large(limit))
         except asyncio.CancelledError:
             if not app_task.cancelled():
                 raise  # we ourselves are being cancelled

@@ -9,6 +9,7 @@ shape; `serving/edge.py` rewrites those into a 422 in the route's shape, naming 
 from __future__ import annotations
 
 import math
+import re
 from enum import StrEnum
 
 import orjson
@@ -99,17 +100,28 @@ def error_response(style: Style, err: APIError) -> Response:
     )
 
 
+_UNION_TAG = re.compile(r"[\[\]]|^(constrained-)?(str|int|float|bool|list|dict)$|^function-")
+_TYPE_ERRORS = {"string_type", "list_type", "int_type", "int_parsing", "dict_type", "model_type"}
+
+
 def _describe_validation(detail: list[dict]) -> tuple[str, str | None]:
-    """'inputs.3: String should have at least 1 character' from pydantic's error list."""
-    parts = []
+    """'inputs[3]: String should have at least 1 character' from pydantic's error list."""
+    # A union reports one error per member; the type mismatches of the members the value
+    # was not meant for are noise when a more specific error exists.
+    specific = [e for e in detail if e.get("type") not in _TYPE_ERRORS] or detail
+    parts: list[str] = []
     first_param = None
-    for e in detail[:5]:
-        loc = [str(x) for x in e.get("loc", ()) if x not in ("body",)]
-        # Union members add their type names to loc ("inputs.list[str].3"); keep field path only.
-        loc = [x for x in loc if not any(c in x for c in "[]")]
-        field = ".".join(loc) or "body"
-        first_param = first_param or (loc[0] if loc else None)
-        parts.append(f"{field}: {e.get('msg', 'invalid value')}")
+    for e in specific[:5]:
+        field = ""
+        for x in e.get("loc", ()):
+            if x == "body" or (isinstance(x, str) and _UNION_TAG.search(x)):
+                continue
+            field += f"[{x}]" if isinstance(x, int) or str(x).isdigit() else f".{x}"
+        field = field.lstrip(".") or "body"
+        first_param = first_param or field.split("[")[0].split(".")[0]
+        part = f"{field}: {e.get('msg', 'invalid value')}"
+        if part not in parts:
+            parts.append(part)
     return "; ".join(parts), first_param
 
 

@@ -77,7 +77,6 @@ def choose_providers(device: Device, gpu: bool, fp16: bool = True) -> list[Provi
         "device_id": 0,
         "arena_extend_strategy": "kNextPowerOfTwo",
         "cudnn_conv_algo_search": "HEURISTIC",
-        "do_copy_in_default_stream": True,
         "use_tf32": 1 if fp16 else 0,
     }
     return [(CUDA_EP, cuda_options), CPU_EP]

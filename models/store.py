@@ -319,7 +319,11 @@ def _pooling_mode(cfg: dict[str, Any]) -> str:
     if isinstance(mode, str):
         flags = {mode: True}
     else:
-        flags = {k.removeprefix("pooling_mode_"): v for k, v in cfg.items() if v is True}
+        flags = {
+            k.removeprefix("pooling_mode_"): True
+            for k, v in cfg.items()
+            if k.startswith("pooling_mode_") and v is True
+        }
     names = {"cls_token": "cls", "cls": "cls", "mean_tokens": "mean", "mean": "mean"}
     names |= {"lasttoken": "last", "last_token": "last"}
     chosen = [names.get(k) for k, on in flags.items() if on]

@@ -106,6 +106,7 @@ def make_tiny_embedder(
     pool_cfg |= {f"pooling_mode_{k}": v == pooling for k, v in modes.items()}
     pool_cfg["pooling_mode_mean_sqrt_len_tokens"] = False
     pool_cfg["pooling_mode_weightedmean_tokens"] = False
+    pool_cfg["include_prompt"] = True  # as sentence-transformers >= 3 saves it
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg, indent=2))
     (folder / ".complete").touch()
     return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -187,3 +188,22 @@ def test_cli_list_empty_and_errors(tmp_path: Path) -> None:
     proc = _ragctl("models", "import-embedder", str(tmp_path / "missing"), home=tmp_path)
     assert proc.returncode == 1
     assert "error:" in proc.stderr and "neither a folder nor" in proc.stderr
+
+
+def test_pooling_config_formats() -> None:
+    cfg = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    assert store._pooling_mode(cfg | {"include_prompt": True}) == "cls"
+    assert store._pooling_mode({"pooling_mode": "lasttoken"}) == "last"
+    assert store._pooling_mode({"pooling_mode": "mean"}) == "mean"
+    with pytest.raises(ValueError, match="not supported"):
+        store._pooling_mode({"pooling_mode_max_tokens": True})
+
+
+def test_unsupported_sentence_transformers_module(tmp_path: Path) -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"},
+    ]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match=r"models\.Dense is not supported"):
+        store.import_embedder(str(tmp_path), "nope")

@@ -26,14 +26,6 @@ from serving.schemas import OpenAIEmbeddingList, RerankHit, RerankResponse, Text
 log = logging.getLogger("ml_api")
 settings = get_settings()
 
-# Declared so `bentoml build` packs the models; the reranker only when it was imported.
-EMBEDDER_MODEL = bentoml.models.BentoModel(settings.embedder)
-RERANKER_MODEL = (
-    bentoml.models.BentoModel(settings.reranker)
-    if settings.require_reranker or find_model(settings.reranker) is not None
-    else None
-)
-
 EmbedInputs = Annotated[
     Text | Texts,
     Field(description="One text or a list of texts.", examples=[["What is BentoML?", "Qdrant"]]),
@@ -55,6 +47,12 @@ OpenAIInput = Annotated[
 @bentoml.mount_asgi_app(info_app, path="/")
 class MLService:
     """Text embeddings (ONNX Runtime) and cross-encoder reranking, with token-budget batching."""
+
+    # Class attributes, so that `bentoml build` packs the models (the reranker only when it
+    # was imported) and a containerized bento finds them in its own store.
+    embedder_model = bentoml.models.BentoModel(settings.embedder)
+    if settings.require_reranker or find_model(settings.reranker) is not None:
+        reranker_model = bentoml.models.BentoModel(settings.reranker)
 
     def __init__(self) -> None:
         embedder = load_embedder(settings)

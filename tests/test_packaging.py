@@ -16,7 +16,9 @@ from conftest import ROOT, TINY_EMBEDDER, TINY_RERANKER
 
 
 def uv_export(*groups: str) -> str:
-    args = [sys.executable, "-m", "uv", "export", "--frozen", "--no-hashes", "--no-header"]
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` sets UV to its own binary
+    assert uv, "uv is needed (make test installs it)"
+    args = [uv, "export", "--frozen", "--no-hashes", "--no-header"]
     args += ["--no-default-groups", "--no-emit-project"]
     for g in groups:
         args += ["--group", g]
@@ -76,7 +78,9 @@ def test_bento_build(model_store: Path, tmp_path: Path) -> None:
     name, version = tag.split(":")
     bento = model_store / "bentos" / name / version
     manifest = yaml.safe_load((bento / "bento.yaml").read_text())
-    packed = {m["tag"].split(":")[0] for m in manifest["models"]}
+    # BentoML 1.4 records models per service; export/containerize copies them in from the store.
+    listed = manifest["models"] + [m for svc in manifest["services"] for m in svc["models"]]
+    packed = {m["tag"].split(":")[0] for m in listed}
     assert packed == {TINY_EMBEDDER, TINY_RERANKER}
     assert (bento / "src" / "service.py").exists()
     assert (bento / "src" / "serving" / "batcher.py").exists()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, TINY_EMBEDDER, TINY_RERANKER
 
 
@@ -71,7 +70,11 @@ def test_bento_build(model_store: Path, tmp_path: Path) -> None:
     }
     out = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")

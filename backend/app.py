@@ -24,6 +24,7 @@ from backend.registry import Registry
 from backend.routes import documents, health, query
 from backend.settings import Settings, get_settings
 from backend.store import StoreLocked, VectorStore
+from backend.web import mount_web
 
 log = logging.getLogger("ragstack.backend")
 
@@ -101,6 +102,8 @@ def create_app(
     app.include_router(documents.router, dependencies=protected)
     app.include_router(query.router, dependencies=protected)
     app.include_router(health.router)
+    # The page and its assets hold no data, so they stay outside the API-key dependency.
+    mount_web(app)
     return app
 
 

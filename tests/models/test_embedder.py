@@ -200,3 +200,11 @@ def test_fp16_conversion_runs(tiny_store: dict[str, str]) -> None:
 def test_missing_embedder_is_a_clear_error(bentoml_home: Path) -> None:
     with pytest.raises(LookupError, match="import-embedder"):
         load_embedder(settings(embedder="no-such-embedder"))
+
+
+def test_tokenizer_json(minilm) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(minilm.tokenizer_json())
+    text = TEXTS[5]
+    assert tok.encode(text.strip()).ids == minilm.tokenize([text], truncate=False)[0]

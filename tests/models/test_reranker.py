@@ -185,3 +185,15 @@ def test_onnx_backend_needs_the_export(sources: Sources, empty_store: Path) -> N
     with pytest.raises(FileNotFoundError, match=r"no model\.onnx"):
         load_reranker(settings(reranker="no-onnx", reranker_backend="onnx"))
     assert isinstance(load_reranker(settings(reranker="no-onnx")), FlagCrossEncoder)
+
+
+def test_cut_passages(flag: FlagCrossEncoder, onnx: OnnxCrossEncoder) -> None:
+    texts = ["short", DOCS[3], "Ünïcödé 中文 words and more words, and then some more"]
+    for r in (flag, onnx):
+        cut = r.cut_passages(texts, 8)
+        assert cut[0] == "short"
+        assert DOCS[3].startswith(cut[1]) and len(cut[1]) < len(DOCS[3])
+        counts = r.count_tokens([("", c) for c in cut])
+        empty = r.count_tokens([("", "")])[0]
+        assert [n - empty for n in counts] == [1, 8, 8]
+    assert flag.cut_passages(texts, 8) == onnx.cut_passages(texts, 8)

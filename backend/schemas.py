@@ -116,6 +116,9 @@ class QueryIn(Strict):
     query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
     top_k: Annotated[int | None, Field(ge=1, le=100)] = None
     rerank: bool = True
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        None, description="Retrieval mode; default: the SEARCH_MODE setting (hybrid)."
+    )
     filters: Filters | None = None
 
     @field_validator("query")
@@ -129,7 +132,9 @@ class QueryIn(Strict):
 class QueryResult(BaseModel):
     text: str
     score: float = Field(description="rerank_score when reranked, else vector_score.")
-    vector_score: float
+    vector_score: float = Field(
+        description="Retrieval score: cosine (dense), BM25 (sparse) or the fusion score (hybrid)."
+    )
     rerank_score: float | None
     document_id: str
     filename: str | None
@@ -150,4 +155,5 @@ class Timings(BaseModel):
 class QueryOut(BaseModel):
     results: list[QueryResult]
     reranked: bool
+    mode: Literal["dense", "sparse", "hybrid"]
     timings_ms: Timings

@@ -27,13 +27,22 @@ async def search(
     document_ids = filters.document_ids if filters else None
     metadata = filters.metadata if filters else None
 
-    vector = (await ml.embed([req.query]))[0]
+    mode = req.mode or settings.search_mode
+    # BM25 alone needs no embedding: skip the ml-api round trip.
+    vector = (await ml.embed([req.query]))[0] if mode != "sparse" else None
     embedded = time.perf_counter()
 
     limit = max(settings.rerank_candidates, top_k) if req.rerank else top_k
     hits: list[Hit] = []
     if document_ids != []:
-        hits = await store.search(vector, limit=limit, document_ids=document_ids, metadata=metadata)
+        hits = await store.search(
+            vector,
+            text=req.query,
+            mode=mode,
+            limit=limit,
+            document_ids=document_ids,
+            metadata=metadata,
+        )
     # The registry has the last word: a document being deleted or replaced still has ready
     # chunks for a moment, and must not show up.
     statuses = registry.statuses(list({h.payload["document_id"] for h in hits}))
@@ -81,6 +90,7 @@ async def search(
     return QueryOut(
         results=results,
         reranked=reranked,
+        mode=mode,
         timings_ms=Timings(
             embed=_ms(embedded - started),
             search=_ms(searched - embedded),

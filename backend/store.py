@@ -4,6 +4,10 @@ Works the same against a Qdrant server (QDRANT_URL) and embedded local mode (QDR
 client is the synchronous one, run in worker threads: in local mode the "async" client would
 compute on the event loop. Local mode is not thread-safe, so calls are serialized there.
 
+Each chunk is one point with two vectors: `dense` (the embedder's, cosine) and `bm25` (term
+weights with BM25 length saturation from `backend.ingest.sparse`; Qdrant applies IDF at query
+time through `Modifier.IDF`, so corpus statistics never need recomputing at ingest).
+
 Chunks are written with `ready: false` and flipped to true in one call once every chunk of the
 document is stored; searches only see ready chunks, so a document appears all at once.
 """
@@ -22,6 +26,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from backend.ingest.chunk import Chunk
+from backend.ingest.sparse import BM25Encoder
 from backend.settings import Settings
 
 log = logging.getLogger("ragstack.backend.store")
@@ -32,6 +37,10 @@ T = TypeVar("T")
 POINT_NAMESPACE = uuid.UUID("8f0d8a4e-5b7e-4c61-9d0f-2d7f5c3e9a10")
 MetadataValue = str | int | float | bool
 MetadataFilter = dict[str, MetadataValue | list[MetadataValue]]
+DENSE = "dense"
+SPARSE = "bm25"
+Mode = str  # "dense" | "sparse" | "hybrid"
+_FUSIONS = {"dbsf": qm.Fusion.DBSF, "rrf": qm.Fusion.RRF}
 
 
 class StoreError(Exception):
@@ -112,6 +121,7 @@ class VectorStore:
         self._indexed_keys: set[str] = set()
         # Workers ingesting at the same time must not both try to create the collection.
         self._setup_lock = asyncio.Lock()
+        self.bm25 = BM25Encoder()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def call() -> T:
@@ -148,7 +158,14 @@ class VectorStore:
         if await self.collection_exists():
             info = await self._run(self.client.get_collection, self.collection)
             vectors = info.config.params.vectors
-            size = vectors.size if isinstance(vectors, qm.VectorParams) else None
+            dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
+            size = dense.size if dense is not None else None
+            sparse = info.config.params.sparse_vectors or {}
+            if dense is None or SPARSE not in sparse:
+                raise StoreError(
+                    f"collection {self.collection!r} was not created by this version (it lacks "
+                    f"the {DENSE!r} and {SPARSE!r} vectors). Use a new QDRANT_COLLECTION."
+                )
             if size != dimension:
                 raise StoreError(
                     f"collection {self.collection!r} holds {size}-dimensional vectors but the "
@@ -159,7 +176,10 @@ class VectorStore:
             await self._run(
                 self.client.create_collection,
                 self.collection,
-                vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
+                vectors_config={
+                    DENSE: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)
+                },
+                sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
             )
             log.info("created collection %s (dimension %d)", self.collection, dimension)
         await self._ensure_index("document_id", qm.PayloadSchemaType.KEYWORD)
@@ -202,10 +222,14 @@ class VectorStore:
         metadata: dict[str, Any],
     ) -> None:
         """Store chunks (not yet searchable), in batches of UPSERT_BATCH_SIZE points."""
+        sparse = await asyncio.to_thread(self.bm25.encode_documents, [c.text for c in chunks])
         points = [
             qm.PointStruct(
                 id=point_id(content_hash, c.index),
-                vector=list(v),
+                vector={
+                    DENSE: list(v),
+                    SPARSE: qm.SparseVector(indices=sv[0], values=sv[1]),
+                },
                 payload={
                     "document_id": document_id,
                     "chunk_index": c.index,
@@ -218,7 +242,7 @@ class VectorStore:
                     "ready": False,
                 },
             )
-            for c, v in zip(chunks, vectors, strict=True)
+            for c, v, sv in zip(chunks, vectors, sparse, strict=True)
         ]
         size = self.settings.upsert_batch_size
         for i in range(0, len(points), size):
@@ -256,12 +280,15 @@ class VectorStore:
 
     async def search(
         self,
-        vector: Sequence[float],
+        vector: Sequence[float] | None,
         *,
         limit: int,
+        text: str = "",
+        mode: Mode = "dense",
         document_ids: list[str] | None = None,
         metadata: MetadataFilter | None = None,
     ) -> list[Hit]:
+        """Top `limit` ready chunks by dense cosine, BM25, or both fused (`settings.fusion`)."""
         if not await self.collection_exists():
             return []
         must: list[qm.Condition] = [qm.FieldCondition(key="ready", match=qm.MatchValue(value=True))]
@@ -271,11 +298,35 @@ class VectorStore:
             )
         for key, value in (metadata or {}).items():
             must.append(_condition(key, value))
+        flt = qm.Filter(must=must)
+        indices, values = self.bm25.encode_query(text)
+        sparse = qm.SparseVector(indices=indices, values=values)
+        query: Any
+        using: str | None = None
+        prefetch: list[qm.Prefetch] | None = None
+        if mode == "sparse" or (mode == "hybrid" and vector is None):
+            if not indices:
+                return []  # only stop-words: BM25 has nothing to match
+            query, using = sparse, SPARSE
+        elif mode == "dense" or not indices:
+            assert vector is not None
+            query, using = list(vector), DENSE
+        else:
+            assert vector is not None
+            n = max(limit, self.settings.hybrid_prefetch)
+            # The filter is applied inside each prefetch, so the fusion sees only allowed chunks.
+            prefetch = [
+                qm.Prefetch(query=list(vector), using=DENSE, filter=flt, limit=n),
+                qm.Prefetch(query=sparse, using=SPARSE, filter=flt, limit=n),
+            ]
+            query = qm.FusionQuery(fusion=_FUSIONS[self.settings.fusion])
         response = await self._run(
             self.client.query_points,
             self.collection,
-            query=list(vector),
-            query_filter=qm.Filter(must=must),
+            query=query,
+            using=using,
+            prefetch=prefetch,
+            query_filter=flt,
             limit=limit,
             with_payload=True,
             with_vectors=False,

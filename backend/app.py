@@ -12,12 +12,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend import errors
 from backend.deps import require_api_key
+from backend.guards import BodyLimit, UploadGate
 from backend.ingest.pipeline import Ingestor
 from backend.mlapi import MLClient
 from backend.registry import Registry
@@ -44,10 +44,7 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def create_app(
-    settings: Settings | None = None, *, ml_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
-    """The app. `ml_transport` replaces the network transport of the ml-api client (tests)."""
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -61,7 +58,7 @@ def create_app(
             registry.close()
             log.critical("%s", exc)
             raise SystemExit(f"backend start-up failed: {exc}") from None
-        ml = MLClient(settings, transport=ml_transport)
+        ml = MLClient(settings)
         ingestor = Ingestor(settings, registry, store, ml)
         await ingestor.recover()
         ingestor.start()
@@ -91,6 +88,8 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    app.state.upload_gate = UploadGate(settings.max_concurrent_uploads)
+    app.add_middleware(BodyLimit, settings=settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from backend.guards import UploadGate
 from backend.ingest.pipeline import Ingestor
 from backend.mlapi import MLClient
 from backend.registry import Registry
@@ -35,11 +36,16 @@ def _ingestor(request: Request) -> Ingestor:
     return request.app.state.ingestor
 
 
+def _upload_gate(request: Request) -> UploadGate:
+    return request.app.state.upload_gate
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 StoreDep = Annotated[VectorStore, Depends(_store)]
 MLDep = Annotated[MLClient, Depends(_ml)]
 IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
+UploadGateDep = Annotated[UploadGate, Depends(_upload_gate)]
 
 _bearer = HTTPBearer(auto_error=False, description="API_KEY, when the backend has one set.")
 

@@ -1,12 +1,14 @@
 """One error shape for every response: `{"detail": "<what is wrong, naming field and limit>"}`.
 
-Validation errors also carry `errors: [{"field", "message"}]`. Unexpected exceptions are logged
-with their traceback and answered without one.
+Validation errors also carry `errors: [{"field", "message"}]`. An unavailable dependency (ml-api,
+Qdrant, parser processes) is a 503 with Retry-After. Unexpected exceptions are logged with their
+traceback and answered without one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,10 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.ingest.isolate import ParserUnavailable
 from backend.mlapi import MLAPIError, MLAPIUnavailable
 from backend.store import StoreError
 
 log = logging.getLogger("ragstack.backend")
+PARSER_RETRY_AFTER_S = 5.0
 
 
 def _field(loc: Sequence[Any], prefix: str | None = None) -> str:
@@ -46,6 +50,15 @@ def validation_detail(errors: Sequence[Any], prefix: str | None = None) -> str:
     return "; ".join(f"{i['field']}: {i['message']}" for i in items[:5])
 
 
+def retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def unavailable(detail: str, after: float | None) -> JSONResponse:
+    headers = retry_after(after) if after is not None else None
+    return JSONResponse({"detail": detail}, status_code=503, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -63,12 +76,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(MLAPIError)
     async def _mlapi(request: Request, exc: MLAPIError) -> JSONResponse:
-        status = 503 if isinstance(exc, MLAPIUnavailable) else 502
-        return JSONResponse({"detail": exc.message}, status_code=status)
+        if isinstance(exc, MLAPIUnavailable):
+            return unavailable(exc.message, exc.retry_after)
+        return JSONResponse({"detail": exc.message}, status_code=502)
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return unavailable(str(exc), exc.retry_after)
+
+    @app.exception_handler(ParserUnavailable)
+    async def _parser(request: Request, exc: ParserUnavailable) -> JSONResponse:
+        return unavailable(str(exc), PARSER_RETRY_AFTER_S)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

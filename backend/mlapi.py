@@ -23,6 +23,11 @@ log = logging.getLogger("ragstack.backend.mlapi")
 RETRY_STATUSES = (429, 503)
 MAX_RETRY_AFTER_S = 30.0
 MODEL_INFO_TTL_S = 30.0
+# An upload is refused (503) when the ml-api is down; a contact this recent counts as "up".
+AVAILABLE_TTL_S = 10.0
+AVAILABILITY_PROBE_TIMEOUT_S = 3.0
+# Retry-After sent to our clients when the ml-api is unreachable and did not suggest one.
+DEFAULT_RETRY_AFTER_S = 5.0
 
 
 class MLAPIError(Exception):
@@ -36,6 +41,10 @@ class MLAPIError(Exception):
 
 class MLAPIUnavailable(MLAPIError):
     """The ml-api could not be reached (or stayed overloaded) after all retries."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message, 503)
+        self.retry_after = retry_after or DEFAULT_RETRY_AFTER_S
 
 
 class RerankerUnavailable(MLAPIError):
@@ -91,6 +100,7 @@ class MLClient:
         self._info: ModelInfo | None = None
         self._info_at = 0.0
         self._no_reranker_until = 0.0
+        self._ok_at = float("-inf")  # last time the ml-api answered (not 429/503)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -105,6 +115,7 @@ class MLClient:
         retries = self.settings.ml_api_retries if retries is None else retries
         delay = self.settings.ml_api_backoff_s
         problem = ""
+        suggested: float | None = None
         for attempt in range(retries + 1):
             wait = delay * (1 + random.random() * 0.25)  # jitter spreads retrying workers
             try:
@@ -117,16 +128,21 @@ class MLClient:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
                 if resp.status_code not in RETRY_STATUSES or _permanent_503(resp):
+                    if resp.status_code < 500:
+                        self._ok_at = time.monotonic()
                     return resp
                 problem = f"HTTP {resp.status_code}: {_error_text(resp)}"
-                wait = _retry_after(resp) or wait
+                suggested = _retry_after(resp)
+                wait = suggested or wait
             if attempt < retries:
                 log.info(
                     "ml-api %s failed (%s); retry %d in %.1fs", path, problem, attempt + 1, wait
                 )
                 await asyncio.sleep(wait)
                 delay *= 2
-        raise MLAPIUnavailable(f"ml-api unavailable at {self.settings.ml_api_url}: {problem}")
+        raise MLAPIUnavailable(
+            f"ml-api unavailable at {self.settings.ml_api_url}: {problem}", suggested
+        )
 
     @staticmethod
     def _check(resp: httpx.Response, what: str) -> Any:
@@ -144,6 +160,23 @@ class MLClient:
 
     async def health(self, retries: int = 0) -> dict[str, Any]:
         return self._check(await self._request("GET", "/health", retries=retries), "/health")
+
+    async def ensure_available(self) -> None:
+        """Raise MLAPIUnavailable unless the ml-api answered recently or answers a quick probe."""
+        if time.monotonic() - self._ok_at < AVAILABLE_TTL_S:
+            return
+        try:
+            async with asyncio.timeout(AVAILABILITY_PROBE_TIMEOUT_S):
+                resp = await self._request("GET", "/health", retries=0)
+        except TimeoutError:
+            raise MLAPIUnavailable(
+                f"ml-api at {self.settings.ml_api_url} did not answer /health within "
+                f"{AVAILABILITY_PROBE_TIMEOUT_S:g} s"
+            ) from None
+        if resp.status_code != 200:
+            raise MLAPIUnavailable(
+                f"ml-api at {self.settings.ml_api_url} is not healthy: HTTP {resp.status_code}"
+            )
 
     async def model_info(self, refresh: bool = False) -> ModelInfo:
         """Embedder dimension and max length, reranker presence; cached for a short while."""

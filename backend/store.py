@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,8 +44,18 @@ Mode = str  # "dense" | "sparse" | "hybrid"
 _FUSIONS = {"dbsf": qm.Fusion.DBSF, "rrf": qm.Fusion.RRF}
 
 
+# Retry-After sent to our clients while Qdrant is unreachable.
+STORE_RETRY_AFTER_S = 5.0
+AVAILABLE_TTL_S = 10.0
+
+
 class StoreError(Exception):
-    """Qdrant is unreachable or refused an operation."""
+    """Qdrant is unreachable or refused an operation. `retry_after` is None when waiting will
+    not help (a misconfiguration)."""
+
+    def __init__(self, message: str, retry_after: float | None = STORE_RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreLocked(StoreError):
@@ -121,6 +132,7 @@ class VectorStore:
         self._indexed_keys: set[str] = set()
         # Workers ingesting at the same time must not both try to create the collection.
         self._setup_lock = asyncio.Lock()
+        self._ok_at = float("-inf")
         self.bm25 = BM25Encoder()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -139,6 +151,13 @@ class VectorStore:
 
     async def close(self) -> None:
         await self._run(self.client.close)
+
+    async def ensure_available(self) -> None:
+        """Raise StoreError unless Qdrant answered recently or answers now."""
+        if time.monotonic() - self._ok_at < AVAILABLE_TTL_S:
+            return
+        await self.collection_exists()
+        self._ok_at = time.monotonic()
 
     # -- collection --------------------------------------------------------------------------------
 
@@ -170,7 +189,8 @@ class VectorStore:
                 raise StoreError(
                     f"collection {self.collection!r} holds {size}-dimensional vectors but the "
                     f"embedder produces {dimension}; the embedding model changed. Use a new "
-                    "QDRANT_COLLECTION or re-create the collection."
+                    "QDRANT_COLLECTION or re-create the collection.",
+                    retry_after=None,
                 )
         else:
             await self._run(

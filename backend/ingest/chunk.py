@@ -3,6 +3,8 @@
 Chunks are measured in the embedder's tokens, so a chunk never gets truncated by the model: the
 capacity is capped by the model's max length minus its special tokens ([CLS]/[SEP] and friends).
 Chunks never cross a page, so each keeps its page number and character offsets into that page.
+Chunks are also capped in characters: a word the tokenizer cannot split (WordPiece maps any word
+over 100 characters to one [UNK]) would otherwise make one chunk of a 20 MB single-line file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from semantic_text_splitter import MarkdownSplitter, TextSplitter
 from tokenizers import Tokenizer
 
 from backend.ingest.parse import Page
+
+# Characters per token a chunk may average before it is cut by length instead (English prose
+# averages ~4; URLs and code ~3).
+MAX_CHARS_PER_TOKEN = 12
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Chunker:
         if capacity < 1:
             raise ValueError(f"max_length {max_length} leaves no room for text")
         self.capacity = capacity
+        self.max_chars = capacity * MAX_CHARS_PER_TOKEN
         # The splitter requires overlap < capacity; a small model max length can force it down.
         self.overlap = min(overlap, capacity // 2)
         self._text = TextSplitter.from_huggingface_tokenizer(tokenizer, capacity, self.overlap)
@@ -68,5 +75,27 @@ class Chunker:
         chunks: list[Chunk] = []
         for page in pages:
             for start, text in splitter.chunk_indices(page.text):
-                chunks.append(Chunk(len(chunks), page.number, start, start + len(text), text))
+                for s, t in self._cap(start, text):
+                    chunks.append(Chunk(len(chunks), page.number, s, s + len(t), t))
         return chunks
+
+    def _cap(self, start: int, text: str) -> list[tuple[int, str]]:
+        """Cut a chunk longer than max_chars into pieces, at whitespace when there is some."""
+        limit = self.max_chars
+        if len(text) <= limit:
+            return [(start, text)]
+        pieces = []
+        pos = 0
+        while pos < len(text):
+            end = min(pos + limit, len(text))
+            if end < len(text):
+                space = max(text.rfind(" ", pos + limit // 2, end), text.rfind("\n", pos, end))
+                if space > pos + limit // 2:
+                    end = space + 1
+            piece = text[pos:end]
+            lead = len(piece) - len(piece.lstrip())
+            piece = piece.strip()
+            if piece:
+                pieces.append((start + pos + lead, piece))
+            pos = end
+        return pieces

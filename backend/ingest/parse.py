@@ -1,8 +1,10 @@
 """Per-format parsers: bytes in, a list of pages of plain text out.
 
-`detect_kind` and `precheck` are the cheap checks the upload route runs synchronously (type,
-magic bytes, binary content, empty); `parse` is the full extraction the pipeline runs in a worker
-thread. Every failure is an `InvalidDocument` whose message says what is wrong, for the client.
+`detect_kind` and `precheck` are the checks the upload route runs before accepting a file (type,
+archive and binary content, empty, PDF page count); `parse` is the full extraction. Both run in a
+separate parser process for PDF and DOCX (see isolate.py), so PDFium or lxml meeting a hostile file
+cannot crash or bloat the server. Every failure is an `InvalidDocument` (HTTP 422 / `failed`) or
+`UnsupportedType` (HTTP 415) whose message says what is wrong, for the client.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ import re
 import threading
 import unicodedata
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
-
-import charset_normalizer
 
 # Extension -> kind. The kind decides the parser and the splitter.
 EXTENSIONS = {
@@ -40,6 +41,20 @@ MEDIA_TYPES = {
     DOCX_MEDIA_TYPE: "docx",
 }
 SUPPORTED = "txt, md, pdf, html, docx"
+# Archives are refused, never expanded: by extension here, by content in `archive_type`.
+ARCHIVE_EXTENSIONS = {
+    ".zip": "zip",
+    ".tar": "tar",
+    ".gz": "gzip",
+    ".tgz": "gzip",
+    ".bz2": "bzip2",
+    ".tbz2": "bzip2",
+    ".xz": "xz",
+    ".txz": "xz",
+    ".zst": "zstd",
+    ".7z": "7z",
+    ".rar": "rar",
+}
 
 # A DOCX whose parts unpack to more than this is refused (zip bomb guard).
 MAX_DOCX_UNPACKED = 512 * 1024 * 1024
@@ -75,6 +90,8 @@ def detect_kind(filename: str | None, content_type: str | None) -> str:
     if ext:
         if ext in EXTENSIONS:
             return EXTENSIONS[ext]
+        if ext in ARCHIVE_EXTENSIONS:
+            raise UnsupportedType(_archive_message(ARCHIVE_EXTENSIONS[ext]))
         raise UnsupportedType(f"unsupported file type {ext!r}; supported: {SUPPORTED}")
     media = (content_type or "").split(";")[0].strip().lower()
     if media in MEDIA_TYPES:
@@ -85,21 +102,55 @@ def detect_kind(filename: str | None, content_type: str | None) -> str:
     )
 
 
-# -- cheap checks ----------------------------------------------------------------------------------
+def _archive_message(archive: str) -> str:
+    return (
+        f"{archive} archives are not accepted (archives are never expanded); upload the files"
+        f" inside it; supported: {SUPPORTED}"
+    )
 
 
-def precheck(kind: str, data: bytes) -> int | None:
-    """Reject what can be rejected without a full parse. Returns the page count when known.
-    PDFs are opened (PDFium reads only the cross-reference table), so run this in a thread."""
+def archive_type(data: bytes) -> str | None:
+    """The archive or compression format the content starts with, if any."""
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
+        return "zip"
+    if data.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if data.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "7z"
+    if data.startswith(b"Rar!\x1a\x07"):
+        return "rar"
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if data.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if re.match(rb"BZh[1-9]1AY&SY", data[:10]):
+        return "bzip2"
+    if data[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+# -- checks before accepting -----------------------------------------------------------------------
+
+# Kinds whose check opens the file with a native library: the upload route runs it isolated.
+ISOLATED_PRECHECK = frozenset({"pdf", "docx"})
+
+
+def precheck(kind: str, data: bytes, *, max_pdf_pages: int | None = None) -> int | None:
+    """Reject what can be rejected without a full parse. Returns the page count when known."""
     if not data:
         raise InvalidDocument("the file is empty")
+    archive = archive_type(data)
+    # A DOCX is a ZIP container; every other archive or compressed stream is refused.
+    if archive is not None and not (kind == "docx" and archive == "zip"):
+        raise UnsupportedType(_archive_message(archive))
     if kind == "pdf":
-        return _precheck_pdf(data)
+        return _precheck_pdf(data, max_pdf_pages)
     if kind == "docx":
         _precheck_docx(data)
         return None
     _check_not_binary(data)
-    if not data.strip():
+    if data.isspace():
         raise InvalidDocument("the file has no text (only whitespace)")
     return None
 
@@ -109,7 +160,7 @@ _TEXT_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 def _check_not_binary(data: bytes) -> None:
     head = data[:8192]
-    for magic, what in ((b"%PDF-", "a PDF"), (b"PK\x03\x04", "a ZIP/DOCX"), (b"\x7fELF", "ELF")):
+    for magic, what in ((b"%PDF-", "a PDF"), (b"\x7fELF", "ELF")):
         if head.startswith(magic):
             raise InvalidDocument(f"binary content in a text file (looks like {what})")
     utf16 = head.startswith(_TEXT_BOMS[1:]) or head.startswith(codecs.BOM_UTF32_LE)
@@ -117,7 +168,7 @@ def _check_not_binary(data: bytes) -> None:
         raise InvalidDocument("binary content in a text file (NUL bytes)")
 
 
-def _precheck_pdf(data: bytes) -> int:
+def _precheck_pdf(data: bytes, max_pages: int | None) -> int:
     if b"%PDF-" not in data[:1024]:
         raise InvalidDocument("not a PDF (no %PDF- header)")
     import pypdfium2
@@ -133,6 +184,10 @@ def _precheck_pdf(data: bytes) -> int:
             pdf.close()
     if pages == 0:
         raise InvalidDocument("the PDF has no pages")
+    if max_pages is not None and pages > max_pages:
+        raise InvalidDocument(
+            f"the PDF has {pages} pages; the limit is {max_pages} (MAX_PDF_PAGES)"
+        )
     return pages
 
 
@@ -162,15 +217,27 @@ def _precheck_docx(data: bytes) -> None:
 # -- full parsing ----------------------------------------------------------------------------------
 
 
-def parse(kind: str, data: bytes) -> list[Page]:
-    """Extract text pages. Raises InvalidDocument when the file is corrupt or has no text."""
-    precheck(kind, data)
+def too_much_text(chars: int | None, limit: int) -> str:
+    got = f"has {chars} characters" if chars is not None else f"exceeds {limit} characters"
+    return f"the extracted text {got}; the limit is {limit} (MAX_EXTRACTED_CHARS)"
+
+
+def parse(
+    kind: str, data: bytes, *, max_pdf_pages: int | None = None, max_chars: int | None = None
+) -> list[Page]:
+    """Extract text pages. Raises InvalidDocument when the file is corrupt, has no text, or
+    breaks a limit. Run it through isolate.py, not in the server process."""
+    precheck(kind, data, max_pdf_pages=max_pdf_pages)
     try:
-        pages = _PARSERS[kind](data)
-    except InvalidDocument:
+        pages = _parse_pdf(data, max_chars) if kind == "pdf" else _PARSERS[kind](data)
+    except (InvalidDocument, MemoryError):
         raise
     except Exception as exc:  # any parser library error is a property of the file
         raise InvalidDocument(f"cannot parse the {kind.upper()} file: {exc}") from None
+    if max_chars is not None:
+        chars = sum(len(p.text) for p in pages)
+        if chars > max_chars:
+            raise InvalidDocument(too_much_text(chars, max_chars))
     if not any(p.text.strip() for p in pages):
         hint = " (a scanned PDF without a text layer?)" if kind == "pdf" else ""
         raise InvalidDocument(f"no extractable text{hint}")
@@ -190,16 +257,28 @@ def decode_text(data: bytes) -> str:
     return normalize_newlines(text)
 
 
+# charset-normalizer often ranks a Baltic or Central European code page a little above
+# Windows-1252 for Western text ("Crème" read as "Crčme"); within this margin of chaos the far more
+# common Windows-1252 wins.
+CP1252_MARGIN = 0.15
+
+
 def _detect_and_decode(data: bytes) -> str:
+    import charset_normalizer  # only here: it slows down every parser process's start
+
     matches = list(charset_normalizer.from_bytes(data))
-    if not matches:
-        raise InvalidDocument("binary content or unknown text encoding")
-    # Short texts often tie between code pages (cp1250 vs cp1252 read French differently);
-    # on a tie take Windows-1252, by far the most common legacy encoding of Western text.
-    least = min(m.chaos for m in matches)
-    tied = [m for m in matches if m.chaos == least]
-    chosen = next((m for m in tied if m.encoding == "cp1252"), tied[0])
-    return str(chosen)
+    if matches:
+        least = min(m.chaos for m in matches)
+        close = [m for m in matches if m.chaos <= least + CP1252_MARGIN]
+        western = [m for m in close if m.encoding == "cp1252"]
+        chosen = western[0] if western else next(m for m in matches if m.chaos == least)
+        return str(chosen)
+    # Nothing plausible: read it as Windows-1252 (Latin-1 where that leaves a byte undefined); the
+    # control-character check that follows still rejects binary content.
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _check_text_is_text(text: str) -> None:
@@ -223,10 +302,11 @@ def _parse_text(data: bytes) -> list[Page]:
     return [Page(None, decode_text(data))]
 
 
-def _parse_pdf(data: bytes) -> list[Page]:
+def _parse_pdf(data: bytes, max_chars: int | None = None) -> list[Page]:
     import pypdfium2
 
     pages: list[Page] = []
+    chars = 0
     with PDFIUM_LOCK:
         try:
             pdf = pypdfium2.PdfDocument(data)
@@ -244,6 +324,10 @@ def _parse_pdf(data: bytes) -> list[Page]:
                 # PDFium marks soft hyphens at line ends with \x02 / \ufffe.
                 text = normalize_newlines(raw).replace("\x02", "").replace("\ufffe", "")
                 pages.append(Page(i + 1, text))
+                chars += len(text)
+                # Stop early: the rest of a huge PDF would only be thrown away.
+                if max_chars is not None and chars > max_chars:
+                    raise InvalidDocument(too_much_text(None, max_chars))
         finally:
             pdf.close()
     return pages
@@ -306,7 +390,7 @@ def _parse_docx(data: bytes) -> list[Page]:
     return [Page(None, normalize_newlines("\n\n".join(blocks)))]
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[bytes], list[Page]]] = {
     "txt": _parse_text,
     "md": _parse_text,
     "pdf": _parse_pdf,

@@ -3,7 +3,8 @@
 The registry row is the gate: chunks are stored as not-ready, flipped to ready, and only then is
 the document marked `indexed`. Any failure (parser error, ml-api down after retries, Qdrant
 error) deletes whatever chunks were written and marks the document `failed` with the reason.
-Uploaded bytes wait in DATA_DIR/uploads/<id> until their worker picks them up.
+Uploaded bytes wait in DATA_DIR/uploads/<id> (named by document id, never by the client's
+filename) until their worker picks them up; parsing runs in a separate process (isolate.py).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+from backend.ingest import isolate
 from backend.ingest.chunk import Chunker, load_tokenizer
-from backend.ingest.parse import InvalidDocument, parse
+from backend.ingest.isolate import Limits, ParserUnavailable
+from backend.ingest.parse import InvalidDocument
 from backend.mlapi import MLAPIError, MLClient
 from backend.registry import Document, Registry, Status
 from backend.settings import Settings
@@ -49,6 +53,7 @@ class Ingestor:
         self.store = store
         self.ml = ml
         self.spool = settings.spool_dir
+        self.limits = Limits.of(settings)
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.running: dict[str, asyncio.Task[None]] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -92,13 +97,22 @@ class Ingestor:
     def spool_path(self, doc_id: str) -> Path:
         return self.spool / doc_id
 
-    async def submit(self, doc_id: str, data: bytes) -> None:
-        await asyncio.to_thread(self.spool_path(doc_id).write_bytes, data)
+    def incoming_path(self) -> Path:
+        """A fresh spool file for an upload not yet registered (recovery removes leftovers)."""
+        return self.spool / f"incoming-{uuid.uuid4().hex}"
+
+    async def submit(self, doc_id: str, spooled: Path) -> None:
+        """Queue a registered document whose bytes are in the spool file `spooled`."""
+        await asyncio.to_thread(spooled.replace, self.spool_path(doc_id))
         self.queue.put_nowait(doc_id)
 
     @property
     def pending(self) -> int:
         return self.queue.qsize() + len(self.running)
+
+    @property
+    def full(self) -> bool:
+        return self.pending >= self.settings.max_pending_documents
 
     async def delete(self, doc_id: str) -> bool:
         """Remove a document and every chunk; stops its ingestion first if it is running."""
@@ -166,6 +180,8 @@ class Ingestor:
             raise
         except InvalidDocument as exc:
             await self._fail(doc, str(exc))
+        except ParserUnavailable as exc:
+            await self._fail(doc, f"{exc}; upload the file again later")
         except (MLAPIError, StoreError) as exc:
             await self._fail(doc, exc.args[0] if exc.args else type(exc).__name__)
         except Exception as exc:
@@ -184,9 +200,7 @@ class Ingestor:
 
     async def _run(self, doc: Document) -> int:
         self.registry.update(doc.id, status=Status.PARSING)
-        data = await asyncio.to_thread(self.spool_path(doc.id).read_bytes)
-        pages = await asyncio.to_thread(parse, doc.kind, data)
-        del data
+        pages = await isolate.parse(doc.kind, self.spool_path(doc.id), self.limits)
         chunker = await self.chunker()
         chunks = await asyncio.to_thread(chunker.split, pages, doc.kind)
         if not chunks:

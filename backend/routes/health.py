@@ -6,7 +6,7 @@ import asyncio
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from backend.deps import IngestorDep, MLDep, RegistryDep, StoreDep
 from backend.mlapi import MLAPIError
@@ -56,7 +56,7 @@ async def _qdrant_status(store: StoreDep) -> dict[str, Any]:
 
 @router.get("/health", summary="Backend, ml-api and Qdrant status (200 even when degraded)")
 async def health(
-    ml: MLDep, store: StoreDep, registry: RegistryDep, ingestor: IngestorDep
+    request: Request, ml: MLDep, store: StoreDep, registry: RegistryDep, ingestor: IngestorDep
 ) -> dict[str, Any]:
     ml_status, qdrant_status = await asyncio.gather(_ml_status(ml), _qdrant_status(store))
     ok = ml_status["status"] == "ok" and qdrant_status["status"] == "ok"
@@ -67,6 +67,9 @@ async def health(
             "version": _version(),
             "documents": registry.counts(),
             "ingest_pending": ingestor.pending,
+            "max_pending_documents": ingestor.settings.max_pending_documents,
+            "queue_full": ingestor.full,
+            "uploads_in_progress": request.app.state.upload_gate.active,
         },
         "ml_api": ml_status,
         "qdrant": qdrant_status,

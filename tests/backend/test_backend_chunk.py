@@ -69,3 +69,25 @@ def test_markdown_splits_at_headings(minilm_tokenizer_json: dict[str, Any]) -> N
 
 def test_blank_pages_give_no_chunks(chunker: Chunker) -> None:
     assert chunker.split([Page(1, "   \n\n  ")]) == []
+
+
+def test_an_unsplittable_line_is_cut_by_length(chunker: Chunker) -> None:
+    # WordPiece reads any word over 100 characters as one [UNK]: a 1 MB line with no space is
+    # "one token", so the token budget alone would make it a single 1 MB chunk.
+    text = "a" * 1_000_000
+    chunks = chunker.split([Page(None, text)])
+    assert chunker.max_chars == 128 * 12
+    assert len(chunks) == -(-len(text) // chunker.max_chars)
+    assert all(len(c.text) <= chunker.max_chars for c in chunks)
+    assert "".join(c.text for c in chunks) == text
+    assert all(text[c.start : c.end] == c.text for c in chunks)
+
+
+def test_length_cuts_prefer_whitespace(chunker: Chunker) -> None:
+    long_words = " ".join(["b" * 150] * 40)  # 40 [UNK] tokens, 6 kB
+    chunks = chunker.split([Page(None, long_words)])
+    assert len(chunks) > 1
+    for c in chunks:
+        assert len(c.text) <= chunker.max_chars
+        assert long_words[c.start : c.end] == c.text
+        assert set(c.text.split()) == {"b" * 150}  # no word was cut in two

@@ -1,5 +1,7 @@
-"""The ml-api client's retry, batching and error rules, against scripted HTTP answers (the real
-ml-api is exercised by the integration tests)."""
+"""The ml-api client's own logic (retry, backoff, Retry-After, batching, error mapping) against
+scripted HTTP answers from httpx.MockTransport. This tests our client, not a model: no test of
+the backend's behaviour uses a stand-in ml-api; test_backend_api.py and
+test_backend_integration.py run against the real one."""
 
 from __future__ import annotations
 
@@ -132,4 +134,38 @@ async def test_rerank_and_model_info_shapes() -> None:
     assert await ml.rerank("q", ["a", "b"]) == [(1, 0.9), (0, 0.1)]
     info = await ml.model_info()
     assert (info.dimension, info.max_length, info.reranker) == (384, 256, None)
+    await ml.aclose()
+
+
+async def test_unavailable_carries_the_ml_api_retry_after() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, json={"error": "queue full"}, headers={"Retry-After": "7"})
+
+    ml = client(handler, ml_api_retries=0)
+    with pytest.raises(MLAPIUnavailable, match="HTTP 429: queue full") as err:
+        await ml.embed(["a"])
+    assert err.value.retry_after == 7.0
+    await ml.aclose()
+
+
+async def test_availability_probe_is_cached_after_a_success() -> None:
+    paths: list[str] = []
+    healthy = True
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if not healthy:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    ml = client(handler)
+    await ml.ensure_available()
+    await ml.ensure_available()
+    assert paths == ["/health"]  # the second call trusts the recent answer
+    ml._ok_at = float("-inf")  # as if the last answer were old
+    healthy = False
+    with pytest.raises(MLAPIUnavailable, match="ConnectError") as err:
+        await ml.ensure_available()
+    assert err.value.retry_after > 0
+    assert paths == ["/health", "/health"]  # a probe is not retried
     await ml.aclose()

@@ -12,6 +12,7 @@ from backend_support import make_docx, make_html, make_pdf
 from backend.ingest.parse import (
     InvalidDocument,
     UnsupportedType,
+    archive_type,
     detect_kind,
     parse,
     precheck,
@@ -167,3 +168,56 @@ def test_docx_corrupt_and_mislabelled() -> None:
         precheck("docx", buf.getvalue())
     with pytest.raises(InvalidDocument, match="corrupt DOCX"):
         precheck("docx", b"PK\x03\x04" + b"\x00" * 100)
+
+
+@pytest.mark.parametrize(
+    ("data", "archive"),
+    [
+        (b"PK\x03\x04rest", "zip"),
+        (b"PK\x05\x06" + b"\x00" * 18, "zip"),
+        (b"\x1f\x8b\x08\x00", "gzip"),
+        (b"7z\xbc\xaf\x27\x1c\x00\x04", "7z"),
+        (b"Rar!\x1a\x07\x01\x00", "rar"),
+        (b"\xfd7zXZ\x00\x00", "xz"),
+        (b"BZh91AY&SY\x00", "bzip2"),
+        (b"\x28\xb5\x2f\xfd\x00", "zstd"),
+        (b"name.txt".ljust(257, b"\x00") + b"ustar\x0000", "tar"),
+        (b"BZh is how this text starts", None),
+        (b"plain text", None),
+    ],
+)
+def test_archive_content_is_recognised(data: bytes, archive: str | None) -> None:
+    assert archive_type(data) == archive
+
+
+@pytest.mark.parametrize("name", ["a.zip", "b.tar", "c.tar.gz", "d.tgz", "e.7z", "f.rar", "g.xz"])
+def test_archive_extensions_are_refused(name: str) -> None:
+    with pytest.raises(UnsupportedType, match="archives are not accepted"):
+        detect_kind(name, None)
+
+
+def test_archive_content_under_a_text_name_is_refused() -> None:
+    with pytest.raises(UnsupportedType, match=r"^gzip archives are not accepted"):
+        precheck("txt", b"\x1f\x8b\x08\x00" + b"x" * 100)
+
+
+def test_pdf_page_limit() -> None:
+    data = make_pdf(["one", "two", "three"])
+    assert precheck("pdf", data, max_pdf_pages=3) == 3
+    with pytest.raises(InvalidDocument, match=r"^the PDF has 3 pages; the limit is 2 \(MAX_PDF"):
+        precheck("pdf", data, max_pdf_pages=2)
+
+
+def test_extracted_text_limit() -> None:
+    with pytest.raises(InvalidDocument, match="has 11 characters; the limit is 10"):
+        parse("txt", b"0123456789a", max_chars=10)
+    assert parse("txt", b"0123456789", max_chars=10)[0].text == "0123456789"
+    # A PDF stops being read as soon as its text passes the limit.
+    pdf = make_pdf(["x" * 50] * 3)
+    with pytest.raises(InvalidDocument, match="exceeds 60 characters"):
+        parse("pdf", pdf, max_chars=60)
+
+
+def test_latin1_text_is_decoded_not_rejected() -> None:
+    text = "Crème brûlée, façade, naïve garçon: déjà vu à Noël. " * 10
+    assert parse("txt", text.encode("latin-1"))[0].text == text

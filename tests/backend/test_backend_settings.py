@@ -18,6 +18,10 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.chunk_size, s.rerank_candidates, s.default_top_k) == (256, 50, 10)
     assert (s.embed_batch_size, s.embed_concurrency) == (64, 4)
     assert s.api_key is None and s.cors_origins == []
+    assert (s.max_pending_documents, s.max_concurrent_uploads) == (1000, 8)
+    assert (s.max_pdf_pages, s.max_extracted_chars) == (2000, 5_000_000)
+    assert (s.parse_timeout_s, s.parse_memory_mb) == (120.0, 2048)
+    assert (s.max_upload_bytes, s.max_request_bytes) == (50 * 2**20, 200 * 2**20)
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

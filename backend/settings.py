@@ -47,7 +47,8 @@ class Settings(BaseSettings):
         200 * MiB, ge=1, description="Largest upload request body (all files together)."
     )
     max_files_per_upload: int = Field(20, ge=1)
-    ingest_concurrency: int = Field(2, ge=1, description="Documents ingested at the same time.")
+    # Enough documents in flight that their chunks fill the ml-api's batches.
+    ingest_concurrency: int = Field(8, ge=1, description="Documents ingested at the same time.")
 
     # -- Overload and hostile-input limits ---------------------------------------------------------
     max_pending_documents: int = Field(

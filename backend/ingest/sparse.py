@@ -40,6 +40,7 @@ Changing the tokenisation, stop-words, stemmer or hashing changes the term ids: 
 from __future__ import annotations
 
 import re
+import threading
 import zlib
 from collections import Counter
 from functools import lru_cache
@@ -74,12 +75,17 @@ STOP_WORDS: frozenset[str] = frozenset(_NLTK_ENGLISH.split())
 # Letters and digits in any script; apostrophes and hyphens split words ("don't" -> "don", "t",
 # both stop-words; "IL-6" -> "il", "6").
 _WORD = re.compile(r"[^\W_]+")
-_STEMMER = snowballstemmer.stemmer("english")
+# A snowball stemmer keeps its word in instance state: one per thread (ingest encodes documents
+# in several worker threads at once; a shared one garbles words or raises IndexError).
+_LOCAL = threading.local()
 
 
 @lru_cache(maxsize=200_000)
 def _stem(word: str) -> str:
-    return _STEMMER.stemWord(word)
+    stemmer = getattr(_LOCAL, "stemmer", None)
+    if stemmer is None:
+        stemmer = _LOCAL.stemmer = snowballstemmer.stemmer("english")
+    return stemmer.stemWord(word)
 
 
 @lru_cache(maxsize=200_000)

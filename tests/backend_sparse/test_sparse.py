@@ -141,3 +141,18 @@ def test_fast_enough() -> None:
         enc.encode_document(d)
     # ~250-word documents: well under a millisecond each (5k abstracts in a few seconds)
     assert time.perf_counter() - t0 < 2.5
+
+
+def test_encoding_is_thread_safe() -> None:
+    """Ingest encodes documents in several threads at once (the stemmer has per-call state)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend.ingest import sparse
+
+    words = [f"pseudouridylation{i} profiling{i} regulated{i} running{i}" for i in range(3000)]
+    sparse._stem.cache_clear()
+    expected = [sparse.tokenize(w) for w in words]
+    sparse._stem.cache_clear()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(sparse.tokenize, words))
+    assert got == expected

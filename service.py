@@ -21,6 +21,7 @@ from serving.edge import EdgeMiddleware
 from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
 from serving.info import info_app
+from serving.openapi import with_error_responses
 from serving.schemas import OpenAIEmbeddingList, RerankHit, RerankResponse, Text, Texts, TokenIds
 
 log = logging.getLogger("ml_api")
@@ -60,6 +61,7 @@ class MLService:
         self.engine = Engine(embedder, reranker, settings)
         self._warm_up()
         info_app.state.engine = self.engine
+        info_app.state.openapi = with_error_responses(MLService.openapi_spec.asdict())
         self.ready = True
         log.info(
             "ml-api ready: embedder %s on %s, reranker %s",

@@ -141,7 +141,8 @@ async def ingest(
                 "metadata": {"beir_id": did},
             }
             async with sem:
-                resp = await request(client, "POST", "/documents", json=body)
+                # The backend bounds its ingest queue (429 + Retry-After): keep waiting.
+                resp = await request(client, "POST", "/documents", json=body, retries=500)
             if resp.status_code != 202:
                 raise RuntimeError(f"POST /documents ({did}): {resp.status_code} {detail(resp)}")
             accepted = resp.json()["documents"][0]

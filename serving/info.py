@@ -26,6 +26,15 @@ def _model_info(engine: Engine) -> dict[str, Any]:
     return {"embedder": embedder, "reranker": reranker}
 
 
+@info_app.get("/docs.json", include_in_schema=False)
+async def openapi_document(request: Request) -> JSONResponse:
+    # Served here, ahead of BentoML's own /docs.json, with the real error responses.
+    spec = getattr(request.app.state, "openapi", None)
+    if spec is None:
+        return JSONResponse({"error": "starting", "error_type": "Unhealthy"}, 503)
+    return JSONResponse(spec)
+
+
 @info_app.get("/health", summary="Liveness plus the models loaded and the devices they run on")
 async def health(request: Request) -> JSONResponse:
     engine = _engine(request)

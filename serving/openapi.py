@@ -1,0 +1,71 @@
+"""The ml-api's OpenAPI document: BentoML's, with each route's real error responses.
+
+BentoML documents every route's errors as `{"error": str}` (400/404/500). Our routes answer in
+their API family's shape (serving/errors.py) and with more statuses (401, 413, 422, 429, 503),
+so clients and schema-driven tests see what the server really sends.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from serving.errors import Style, style_for
+
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "TEIError": {
+        "type": "object",
+        "required": ["error", "error_type"],
+        "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}},
+    },
+    "OpenAIError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": "string", "nullable": True},
+                    "code": {"type": "string", "nullable": True},
+                },
+            }
+        },
+    },
+    "CohereError": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string"}},
+    },
+}
+_BY_STYLE = {Style.TEI: "TEIError", Style.OPENAI: "OpenAIError", Style.COHERE: "CohereError"}
+_STATUSES = {
+    "401": "Missing or invalid API key (when ML_API_API_KEY is set)",
+    "404": "Unknown model name",
+    "413": "Payload, item count or input length over a limit",
+    "422": "Invalid input; the message names the field",
+    "429": "At capacity; retry after the Retry-After header",
+    "500": "Internal error",
+    "503": "Not ready, or no reranker loaded",
+}
+
+
+def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = copy.deepcopy(spec)
+    spec.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
+    for path, item in spec.get("paths", {}).items():
+        post = item.get("post")
+        if post is None:
+            continue
+        ref = {"$ref": f"#/components/schemas/{_BY_STYLE[style_for(path)]}"}
+        responses = post.setdefault("responses", {})
+        for status in [s for s in responses if str(s) != "200"]:
+            del responses[status]
+        for status, description in _STATUSES.items():
+            responses[status] = {
+                "description": description,
+                "content": {"application/json": {"schema": ref}},
+            }
+    return spec

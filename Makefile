@@ -2,7 +2,7 @@
 UV ?= python3 -m uv
 APT_TEST_PACKAGES = docker-compose chromium
 
-.PHONY: up test lint uv sync system-test-deps bento
+.PHONY: up test lint audit uv sync system-test-deps bento
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -15,9 +15,18 @@ up: sync
 	$(UV) run ragctl up
 
 ## Run the test suite (installs the Debian tools some tests need when missing).
-test: sync system-test-deps
+test: sync system-test-deps audit
 	$(UV) run ruff check .
 	$(UV) run pytest
+
+## Known vulnerabilities in the locked service dependencies (OSV). Fails on a finding; says so
+## and goes on when the vulnerability database cannot be reached (offline machines).
+audit: uv
+	@out=$$($(UV) audit --frozen --no-dev --preview-features audit-command 2>&1); code=$$?; \
+	if [ $$code -eq 0 ]; then echo "audit: no known vulnerabilities"; \
+	elif echo "$$out" | grep -qiE "error sending request|dns error|connect"; then \
+	  echo "audit: skipped, the vulnerability database (OSV) is unreachable from here"; \
+	else echo "$$out"; exit $$code; fi
 
 system-test-deps:
 	@missing=""; \

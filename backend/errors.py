@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from backend.ingest.isolate import ParserUnavailable
 from backend.mlapi import MLAPIError, MLAPIUnavailable
@@ -87,6 +88,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ParserUnavailable)
     async def _parser(request: Request, exc: ParserUnavailable) -> JSONResponse:
         return unavailable(str(exc), PARSER_RETRY_AFTER_S)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away mid-body (an aborted upload): nobody reads this answer, and it
+        # is not a server error worth a traceback in the log.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "client disconnected"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -121,10 +121,12 @@ class MLClient:
             try:
                 resp = await self.http.request(method, path, json=json)
             except httpx.ReadTimeout:
+                self._ok_at = float("-inf")
                 raise MLAPIUnavailable(
                     f"ml-api {path} timed out after {self.settings.ml_api_timeout_s:g}s"
                 ) from None
             except httpx.TransportError as exc:
+                self._ok_at = float("-inf")  # the next upload probes again instead of trusting
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
                 if resp.status_code not in RETRY_STATUSES or _permanent_503(resp):

@@ -10,12 +10,18 @@ time through `Modifier.IDF`, so corpus statistics never need recomputing at inge
 
 Chunks are written with `ready: false` and flipped to true in one call once every chunk of the
 document is stored; searches only see ready chunks, so a document appears all at once.
+
+Embedded mode persists every point in its own SQLite commit, which with SQLite's defaults costs
+an fsync each (~20 ms: a 1,000-chunk document took 25 s to store and 25 s more to flip). The
+collection's database is switched to WAL with synchronous=NORMAL, like the registry: a commit
+then survives a crash of the process, and only an OS crash or power cut can lose the last ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -88,6 +94,17 @@ def open_client(settings: Settings) -> QdrantClient:
             "allows one process per folder. Run a single backend worker, stop the other process, "
             "or set QDRANT_URL to use a Qdrant server."
         ) from None
+
+
+def _fast_local_commits(client: QdrantClient) -> None:
+    """WAL + synchronous=NORMAL on every embedded collection's SQLite file (see the module doc).
+    This reaches into qdrant-client's local mode; if its layout changes, nothing is tuned."""
+    local = getattr(client, "_client", None)
+    for collection in getattr(local, "collections", {}).values():
+        db = getattr(getattr(collection, "storage", None), "storage", None)
+        if isinstance(db, sqlite3.Connection):
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
 
 
 def _schema_for(value: Any) -> qm.PayloadSchemaType:
@@ -202,6 +219,8 @@ class VectorStore:
                 sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
             )
             log.info("created collection %s (dimension %d)", self.collection, dimension)
+        if self.local:
+            await self._run(_fast_local_commits, self.client)
         await self._ensure_index("document_id", qm.PayloadSchemaType.KEYWORD)
         await self._ensure_index("ready", qm.PayloadSchemaType.BOOL)
         self._dimension = dimension

@@ -67,15 +67,17 @@ async def precheck(kind: str, data: bytes, limits: Limits) -> int | None:
     return None if result is None else int(result)
 
 
-# Plain text is decoded by pure Python under the upload size limit: no native library to crash
-# or loop, so a process per document (0.1-0.5 s each, most of a small document's ingest time)
-# buys nothing there.
+# Plain text is decoded by pure Python, no native library to crash or loop: a small text file
+# is parsed in a thread, since a process per document (0.1-0.5 s) would be most of its ingest
+# time. A large one still goes to a process, where decoding it (a few copies of the text, up to
+# 4 bytes a character) stays under the memory cap instead of adding up across ingest workers.
 IN_PROCESS_KINDS = frozenset({"txt", "md"})
+IN_PROCESS_MAX_BYTES = 1 * MiB
 
 
 async def parse(kind: str, path: Path, limits: Limits) -> list[Page]:
-    """`parse.parse` of the file at `path`: in a parser process, or a thread for plain text."""
-    if kind in IN_PROCESS_KINDS:
+    """`parse.parse` of the file at `path`: in a parser process, or a thread for small text."""
+    if kind in IN_PROCESS_KINDS and path.stat().st_size <= IN_PROCESS_MAX_BYTES:
         from backend.ingest import parse as parsers
 
         data = await asyncio.to_thread(path.read_bytes)

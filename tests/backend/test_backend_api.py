@@ -171,7 +171,7 @@ def test_identical_content_is_deduplicated(api: TestClient) -> None:
 def test_new_version_replaces_the_old_once_indexed(api_settings: Settings) -> None:
     with open_client(api_settings, **SLOW) as api:
         old = ingest(api, "policy.txt", b"Version one: remote work is forbidden.")
-        text = "Version two: remote work is allowed. " + filler(60)
+        text = "Version two: remote work is allowed. " + filler(300)
         new_id = upload(api, ("policy.txt", text.encode())).json()["documents"][0]["id"]
         # While the new version is ingesting, only the old one is served.
         wait_embedding(api, new_id)
@@ -210,7 +210,7 @@ def test_delete_removes_document_and_chunks(api: TestClient) -> None:
 
 def test_delete_while_ingesting(api_settings: Settings) -> None:
     with open_client(api_settings, **SLOW) as api:
-        doc_id = upload(api, ("slow.txt", filler(80).encode())).json()["documents"][0]["id"]
+        doc_id = upload(api, ("slow.txt", filler(300).encode())).json()["documents"][0]["id"]
         wait_embedding(api, doc_id)
         assert api.delete(f"/documents/{doc_id}").status_code == 204
         assert points(api, doc_id) == 0

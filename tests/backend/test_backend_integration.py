@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -142,7 +143,7 @@ def test_delete_leaves_no_points(ml_api: str, start_backend: StartBackend) -> No
     assert count_points(b.data_dir, keep["id"]) == keep["chunk_count"]
 
 
-def big_document(sentences: int = 3000) -> bytes:
+def big_document(sentences: int = 3000) -> str:
     return " ".join(f"Sentence {i} of a long report on coastal erosion." for i in range(sentences))
 
 
@@ -175,28 +176,135 @@ def test_ml_api_stopped_mid_ingest(start_ml_api: Any, start_backend: StartBacken
     assert health["status"] == "degraded" and health["ml_api"]["status"] == "down"
     resp = b.query("erosion")
     assert resp.status_code == 503 and "ml-api" in resp.json()["detail"]
+    assert int(resp.headers["Retry-After"]) >= 1
+    # An upload now would only fail later: it is refused up front, and nothing is registered.
+    resp = b.upload(("later.txt", b"Uploaded while the ml-api is down."))
+    assert resp.status_code == 503 and "ml-api unavailable" in resp.json()["detail"]
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert b.client.get("/documents").json()["total"] == 1
 
 
-def test_restart_marks_interrupted_documents_failed(
-    ml_api: str, start_backend: StartBackend
-) -> None:
-    b = start_backend(ml_api_url=ml_api, embed_concurrency="1", **SLOW_INGEST)
+def test_sigkill_with_several_documents_in_flight(ml_api: str, start_backend: StartBackend) -> None:
+    b = start_backend(
+        ml_api_url=ml_api, embed_concurrency="1", ingest_concurrency="2", **SLOW_INGEST
+    )
     done = b.ingest("small.txt", TEXT.encode())
-    doc_id = b.upload(("erosion.txt", big_document().encode())).json()["documents"][0]["id"]
-    wait_embedding(b, doc_id)
+    files = [(f"report{i}.txt", f"Report {i}. {big_document(300)}".encode()) for i in range(5)]
+    resp = b.upload(*files)
+    assert resp.status_code == 202, resp.text
+    ids = [d["id"] for d in resp.json()["documents"]]
+    wait_embedding(b, ids[0])
+    before = {i: b.client.get(f"/documents/{i}").json()["status"] for i in ids}
+    assert sum(s != "indexed" for s in before.values()) >= 3, before
     b.proc.send_signal(signal.SIGKILL)  # a crash: no shutdown hooks run
     b.proc.wait(timeout=10)
     b.client.close()
 
     again = start_backend(data_dir=b.data_dir, ml_api_url=ml_api)
-    doc = again.client.get(f"/documents/{doc_id}").json()
-    assert doc["status"] == "failed" and doc["error"].startswith("interrupted")
-    assert doc["chunks_stored"] == 0
-    assert again.client.get(f"/documents/{done['id']}").json()["status"] == "indexed"
-    assert again.query("lighthouse").json()["results"]
-    # Re-uploading the interrupted file retries it under the same id.
-    retry = again.upload(("erosion.txt", big_document().encode())).json()["documents"][0]
-    assert retry["id"] == doc_id and retry["duplicate"] is False
+    docs = {i: again.client.get(f"/documents/{i}").json() for i in [done["id"], *ids]}
+    assert docs[done["id"]]["status"] == "indexed"
+    interrupted = [d for d in docs.values() if d["status"] == "failed"]
+    assert len(interrupted) >= 3, docs
+    for doc in docs.values():
+        if doc["status"] == "failed":
+            assert doc["error"].startswith("interrupted"), doc
+            assert doc["chunks_stored"] == 0
+        else:
+            assert doc["status"] == "indexed", doc
+            assert doc["chunks_stored"] == doc["chunk_count"] > 0
+    assert list((b.data_dir / "uploads").iterdir()) == []
+    assert again.query("lighthouse").status_code == 200
+    # Re-uploading an interrupted file retries it under the same id.
+    name = interrupted[0]["filename"]
+    retry = again.upload((name, dict(files)[name])).json()["documents"][0]
+    assert retry["id"] == interrupted[0]["id"] and retry["duplicate"] is False
+    again.client.delete(f"/documents/{retry['id']}")
+    again.stop()
+    # In Qdrant itself: every indexed document whole, nothing of any other.
+    for doc in docs.values():
+        expected = doc["chunk_count"] if doc["status"] == "indexed" else 0
+        if doc["id"] == retry["id"]:
+            expected = 0
+        assert count_points(b.data_dir, doc["id"]) == expected, doc
+
+
+def start_partial_upload(url: str, name: str, data: bytes) -> tuple[socket.socket, bytes]:
+    """Send the headers and half the body of an upload; return the socket and the rest."""
+    request = httpx.Request("POST", f"{url}/documents", files=[("files", (name, data))])
+    body = request.read()
+    head = (
+        f"POST /documents HTTP/1.1\r\nHost: {request.url.host}\r\n"
+        f"Content-Type: {request.headers['content-type']}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((request.url.host, request.url.port), timeout=30)
+    half = len(body) // 2
+    sock.sendall(head + body[:half])
+    return sock, body[half:]
+
+
+def finish_upload(sock: socket.socket, rest: bytes) -> str:
+    sock.sendall(rest)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    return answer.decode(errors="replace")
+
+
+def test_upload_concurrency_and_queue_limits(ml_api: str, start_backend: StartBackend) -> None:
+    b = start_backend(
+        ml_api_url=ml_api,
+        max_concurrent_uploads="1",
+        max_pending_documents="2",
+        ingest_concurrency="1",
+        embed_concurrency="1",
+        **SLOW_INGEST,
+    )
+    # One upload still being received holds the only upload slot.
+    sock, rest = start_partial_upload(b.url, "held.txt", b"Held upload. " * 20)
+    wait_uploads_in_progress(b, 1)
+    resp = b.upload(("second.txt", b"A second upload at the same time."))
+    assert resp.status_code == 429
+    assert resp.json()["detail"].startswith("too many uploads in progress (1; the limit is 1,")
+    assert "MAX_CONCURRENT_UPLOADS" in resp.json()["detail"]
+    assert resp.headers["Retry-After"] == "2"
+    answer = finish_upload(sock, rest)
+    assert answer.startswith("HTTP/1.1 202"), answer
+    assert b.client.get("/health").json()["backend"]["uploads_in_progress"] == 0
+
+    # The queue: a slow document ingesting plus one waiting fill MAX_PENDING_DOCUMENTS=2.
+    b.wait(b.client.get("/documents").json()["documents"][0]["id"])
+    slow = b.upload(("slow.txt", big_document(400).encode())).json()["documents"][0]["id"]
+    wait_embedding(b, slow)
+    waiting = b.upload(("waiting.txt", b"Waiting for a worker.")).json()["documents"][0]["id"]
+    assert b.client.get("/health").json()["backend"]["queue_full"] is True
+    resp = b.upload(("third.txt", b"One too many."))
+    assert resp.status_code == 429
+    assert "the ingestion queue is full" in resp.json()["detail"]
+    assert "(MAX_PENDING_DOCUMENTS)" in resp.json()["detail"]
+    assert resp.headers["Retry-After"] == "30"
+    assert b.query("waiting").status_code == 200  # queries are not affected
+    assert b.client.delete(f"/documents/{slow}").status_code == 204
+    assert b.wait(waiting)["status"] == "indexed"
+    assert b.ingest("third.txt", b"One too many, accepted now.")["status"] == "indexed"
+
+    # An upload aborted mid-body frees its slot, leaves nothing behind and logs no traceback.
+    sock, _ = start_partial_upload(b.url, "aborted.txt", b"Aborted upload. " * 20)
+    wait_uploads_in_progress(b, 1)
+    sock.close()
+    wait_uploads_in_progress(b, 0)
+    assert b.client.get("/documents").json()["total"] == 3
+    assert list((b.data_dir / "uploads").iterdir()) == []
+    assert "client disconnected during POST /documents" in b.log()
+    assert "Traceback" not in b.log()
+
+
+def wait_uploads_in_progress(b: Backend, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while b.client.get("/health").json()["backend"]["uploads_in_progress"] != count:
+        assert time.monotonic() < deadline, f"uploads in progress never became {count}"
+        time.sleep(0.05)
 
 
 def test_embedded_mode_allows_one_process(tmp_path: Path, start_backend: StartBackend) -> None:

@@ -4,7 +4,9 @@ tests run against that server, each in its own collection."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
 from collections.abc import AsyncIterator
 
 import pytest
@@ -133,3 +135,20 @@ def test_embedded_folder_allows_one_client(settings: Settings) -> None:
     finally:
         first.close()
     open_client(settings).close()  # free again once the first is closed
+
+
+async def test_embedded_storage_uses_wal(settings: Settings, store: VectorStore) -> None:
+    # One fsync per point made a 1,000-chunk document take nearly a minute to store.
+    if not store.local:
+        pytest.skip("server mode has its own storage")
+    await put(store, "d", [unit(1, 0, 0, 0)] * 3)
+    path = settings.qdrant_folder / "collection" / store.collection / "storage.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    await store.close()
+    reopened = VectorStore(settings)
+    try:
+        assert await reopened.count("d") == 3  # committed points survive a close and reopen
+    finally:
+        await reopened.close()
+    store.client = open_client(settings)  # let the fixture clean up

@@ -16,14 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
-# Names the test store uses for each model.
-TINY_EMBEDDER = "tiny-embedder"
-TINY_RERANKER = "tiny-reranker"
-MINILM = "minilm"
-NO_RERANKER = "absent-reranker"
+from stack import MINILM, NO_RERANKER, ROOT, TINY_EMBEDDER, TINY_RERANKER
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_EMBEDDER, TINY_RERANKER
+from stack import ROOT, TINY_EMBEDDER, TINY_RERANKER
 
 
 def uv_export(*groups: str) -> str:

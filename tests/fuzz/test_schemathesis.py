@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
+from stack import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
 from backend_support import launch_backend

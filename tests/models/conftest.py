@@ -7,16 +7,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import modelfactory
 import pytest
-
-TINY_MEAN = "tiny-embedder"
-TINY_CLS = "tiny-embedder-cls"
-TINY_LAST = "tiny-embedder-last"
-TINY_RERANKER = "tiny-reranker"
+from models_support import TINY_CLS, TINY_LAST, TINY_MEAN, TINY_RERANKER, Defaults, Sources
 
 
 @contextmanager
@@ -56,14 +51,6 @@ def empty_store(tmp_path: Path) -> Iterator[Path]:
         yield home
 
 
-@dataclass
-class Sources:
-    mean: Path
-    cls: Path
-    last: Path
-    cross_encoder: Path
-
-
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
     root = tmp_path_factory.mktemp("model_src")
@@ -73,12 +60,6 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
         last=modelfactory.make_tiny_embedder(root / "last", pooling="lasttoken"),
         cross_encoder=modelfactory.make_tiny_cross_encoder(root / "rr"),
     )
-
-
-@dataclass
-class Defaults:
-    lines: list[str]
-    tags: dict[str, str | None]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_CLS, TINY_LAST, TINY_MEAN, Defaults, Sources
+from models_support import TINY_CLS, TINY_LAST, TINY_MEAN, Defaults, Sources
 
 from models.embedder import load_embedder
 from models.embedder.onnx import OnnxEmbedder

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_RERANKER, Sources
+from models_support import TINY_RERANKER, Sources
 
 from models import store
 from models.reranker import load_reranker

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import bentoml
 import pytest
-from conftest import TINY_CLS, TINY_MEAN, TINY_RERANKER, Defaults, Sources
+from models_support import TINY_CLS, TINY_MEAN, TINY_RERANKER, Defaults, Sources
 
 from models import store
 

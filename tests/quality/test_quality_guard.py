@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stack import ROOT
 
 from benchmarks import beir, quality
-from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
-from backend_support import launch_backend  # noqa: E402
+from backend_support import launch_backend
 
 SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"
 # Full SciFact train run (809 queries, 5,183 documents), docs/benchmarks.md.

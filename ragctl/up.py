@@ -61,9 +61,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 def up(
     ml_port: Annotated[int, typer.Option(help="ml-api port.")] = 8001,
     port: Annotated[int, typer.Option(help="Backend port.")] = 8000,
-    data: Annotated[Path, typer.Option(help="Data folder (Qdrant, document registry, logs).")] = Path(
-        "./data"
-    ),
+    data: Annotated[
+        Path, typer.Option(help="Data folder (Qdrant, document registry, logs).")
+    ] = Path("./data"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     import_models: Annotated[
         bool, typer.Option(help="Import the default models first when they are missing.")
@@ -102,7 +102,8 @@ def up(
             if not _wait_ready(f"{ml_url}/readyz", ml, ml_log, timeout=300):
                 raise typer.Exit(1)
         uvicorn_cmd = [sys.executable, "-m", "uvicorn", "backend.app:app", "--workers", "1"]
-        backend = _start([*uvicorn_cmd, "--host", host, "--port", str(port)], backend_env, backend_log)
+        backend_cmd = [*uvicorn_cmd, "--host", host, "--port", str(port)]
+        backend = _start(backend_cmd, backend_env, backend_log)
         procs.append(backend)
         backend_url = f"http://{host}:{port}"
         with console.status(f"Starting the backend on {backend_url}..."):

@@ -123,9 +123,15 @@ def start_ml_api(
         embedder: str = TINY_EMBEDDER, reranker: str = TINY_RERANKER, **extra_env: str
     ) -> MLApi:
         port = free_port()
+        # A BENTOML_HOME of its own over the shared models: `bentoml serve` empties
+        # $BENTOML_HOME/prometheus_multiproc_dir at start, which would wipe the /metrics of the
+        # instances already running.
+        home = logs / f"home_{port}"
+        home.mkdir()
+        (home / "models").symlink_to(model_store / "models")
         env = {
             **os.environ,
-            "BENTOML_HOME": str(model_store),
+            "BENTOML_HOME": str(home),
             "HF_HUB_OFFLINE": "1",
             "ML_API_EMBEDDER": embedder,
             "ML_API_RERANKER": reranker,

@@ -112,7 +112,7 @@ def up(
         console.print(
             f"[green]Ready.[/green]\n"
             f"  web page + API  {backend_url}/   (OpenAPI: {backend_url}/docs)\n"
-            f"  ml-api          {ml_url}/   (OpenAPI: {ml_url}/docs)\n"
+            f"  ml-api          {ml_url}/   (API docs; spec: {ml_url}/docs.json)\n"
             f"  data            {data}\n"
             f"  logs            {ml_log}, {backend_log}\n"
             "Press Ctrl-C to stop."

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +13,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stack import MINILM, NO_RERANKER, ROOT, TINY_EMBEDDER, TINY_RERANKER
+from stack import (
+    MINILM,
+    NO_RERANKER,
+    ROOT,
+    TINY_EMBEDDER,
+    TINY_RERANKER,
+    free_port,
+    stop_process,
+)
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ragctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -78,19 +77,6 @@ class MLApi:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM the whole process group (bentoml serve has worker children), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:

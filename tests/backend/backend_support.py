@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,30 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from stack import free_port, stop_process
 
 from backend.settings import Settings
 
 # Settings the backend reads from the environment: a developer's shell must not leak into tests.
 BACKEND_ENV = [name.upper() for name in Settings.model_fields]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM the process group, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 # -- sample documents --------------------------------------------------------------------------

@@ -8,12 +8,9 @@ Screenshots go to test-artifacts/web-*.png.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stack import free_port, stop_process
 
 from backend.settings import Settings
 
@@ -65,24 +63,6 @@ BREAD_NAME = "baking-bread-at-home-with-flour-water-salt-and-yeast-notes-and-tim
 QUESTION = "Who feeds the cats on Skerry Island?"
 SCORE = re.compile(r"^-?\d+\.\d{4}$")
 MILLIS = re.compile(r"^[\d.]+ ms$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -137,7 +137,9 @@ async def ingest(
             doc = data.corpus[did]
             body = {
                 "text": doc.full_text,
-                "title": (doc.title or did)[:TITLE_MAX],
+                # Unique: the backend treats a repeated filename (title) as a new version of
+                # that document and replaces it, and SciFact repeats some titles.
+                "title": f"{did}: {doc.title or ''}"[:TITLE_MAX],
                 "metadata": {"beir_id": did},
             }
             async with sem:

@@ -44,7 +44,9 @@ class MLSettings(BaseSettings):
     max_batch_tokens: int = Field(
         0, ge=0, description="Padded tokens per forward pass; 0 = 16384 on CPU, 65536 on GPU."
     )
-    max_batch_items: int = Field(256, ge=1, description="Items per forward pass at most.")
+    max_batch_items: int = Field(
+        0, ge=0, description="Items per forward pass at most; 0 = 32 on CPU, 256 on GPU."
+    )
     rerank_max_length: int = Field(512, ge=8, description="Max tokens of a (query, passage) pair.")
 
     # Admission control and input limits.
@@ -55,6 +57,13 @@ class MLSettings(BaseSettings):
     )
 
     api_key: str | None = Field(None, description="When set, inference routes need Bearer auth.")
+
+    def batch_item_cap(self, on_gpu: bool) -> int:
+        # On CPU, cost follows padded tokens and batches above ~32 bring nothing: smaller
+        # batches pad less (measured: short texts 225 -> 474 texts/s at 16 clients).
+        if self.max_batch_items:
+            return self.max_batch_items
+        return 256 if on_gpu else 32
 
     def batch_token_budget(self, on_gpu: bool) -> int:
         if self.max_batch_tokens:

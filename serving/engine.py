@@ -59,17 +59,18 @@ class Engine:
             "embed",
             embedder.forward,
             token_budget=budget,
-            max_items=settings.max_batch_items,
+            max_items=settings.batch_item_cap(on_gpu),
             max_queued_tokens=settings.max_queued_tokens,
             on_batch=lambda n, t, s: observe_batch("embed", n, t, s),
         )
         self.rerank_batcher: Batcher[tuple[str, str], float] | None = None
         if reranker is not None:
+            rerank_gpu = reranker.info.device.startswith("cuda")
             self.rerank_batcher = Batcher(
                 "rerank",
                 reranker.score,
-                token_budget=settings.batch_token_budget(reranker.info.device.startswith("cuda")),
-                max_items=settings.max_batch_items,
+                token_budget=settings.batch_token_budget(rerank_gpu),
+                max_items=settings.batch_item_cap(rerank_gpu),
                 max_queued_tokens=settings.max_queued_tokens,
                 on_batch=lambda n, t, s: observe_batch("rerank", n, t, s),
             )

@@ -63,7 +63,7 @@ async def info(request: Request) -> JSONResponse:
                 "max_client_batch": s.max_client_batch,
                 "max_payload_bytes": s.max_payload_bytes,
                 "max_batch_tokens": engine.embed_batcher.token_budget,
-                "max_batch_items": s.max_batch_items,
+                "max_batch_items": engine.embed_batcher.max_items,
                 "max_queued_tokens": s.max_queued_tokens,
                 "rerank_max_length": engine.reranker.info.max_length if engine.reranker else None,
             },

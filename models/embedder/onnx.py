@@ -135,6 +135,8 @@ class OnnxEmbedder:
         ids = self.tokenize(texts, truncate=True)
         out = np.zeros((len(ids), self.dimension), dtype=np.float32)
         budget = self.settings.batch_token_budget(self.ort.on_gpu)
-        for idx in plan_batches([len(x) for x in ids], budget, self.settings.max_batch_items):
+        for idx in plan_batches(
+            [len(x) for x in ids], budget, self.settings.batch_item_cap(self.ort.on_gpu)
+        ):
             out[idx] = self.forward([ids[i] for i in idx])
         return l2_normalize(out) if normalize else out

@@ -71,6 +71,7 @@ class FlagCrossEncoder:
         on_gpu = self.device.startswith("cuda")
         fp16 = on_gpu and settings.fp16
         self.settings = settings
+        self._item_cap = settings.batch_item_cap(on_gpu)
         self.max_length = min(settings.rerank_max_length, int(metadata["max_length"]))
         with hub_offline():
             self.flag = FlagReranker(
@@ -79,7 +80,7 @@ class FlagCrossEncoder:
                 devices=self.device,
                 max_length=self.max_length,
                 normalize=False,
-                batch_size=settings.max_batch_items,
+                batch_size=settings.batch_item_cap(on_gpu),
             )
         if not on_gpu:
             torch.set_num_threads(settings.intra_op_threads)
@@ -164,7 +165,7 @@ class FlagCrossEncoder:
         out = np.zeros(len(pairs), dtype=np.float32)
         budget = self.settings.batch_token_budget(self.device.startswith("cuda"))
         lengths = [len(x["input_ids"]) for x in items]
-        for idx in plan_batches(lengths, budget, self.settings.max_batch_items):
+        for idx in plan_batches(lengths, budget, self._item_cap):
             with self._tok_lock:
                 batch = pad_with_compat(
                     self.tokenizer, [items[i] for i in idx], padding=True, return_tensors="pt"

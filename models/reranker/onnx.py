@@ -43,6 +43,7 @@ class OnnxCrossEncoder:
         self.pairs = PairTokenizer(model_dir / "tokenizer.json", self.max_length)
         self.ort: OrtSession = create_session(model_dir / "model.onnx", settings, gpu)
         self._inputs = list(self.ort.input_types)
+        self._item_cap = settings.batch_item_cap(self.ort.on_gpu)
         self.info = RerankerInfo(
             name=name,
             tag=tag,
@@ -84,6 +85,6 @@ class OnnxCrossEncoder:
         out = np.zeros(len(pairs), dtype=np.float32)
         budget = self.settings.batch_token_budget(self.ort.on_gpu)
         lengths = [len(ids) for ids, _ in encoded]
-        for idx in plan_batches(lengths, budget, self.settings.max_batch_items):
+        for idx in plan_batches(lengths, budget, self._item_cap):
             out[idx] = self._forward([encoded[i] for i in idx])
         return out.tolist()

@@ -289,14 +289,21 @@ class VectorStore:
                 self.client.upsert, self.collection, points=points[i : i + size], wait=True
             )
 
-    async def set_ready(self, document_id: str) -> None:
-        await self._run(
-            self.client.set_payload,
-            self.collection,
-            payload={"ready": True},
-            points=_doc_filter(document_id),
-            wait=True,
-        )
+    async def set_ready(self, content_hash: str, chunk_count: int) -> None:
+        """Make a document's chunks searchable. Points are addressed by id, not by a
+        document_id filter: embedded mode has no payload index, so a filter scans every point
+        of the collection and flipping each document cost O(collection) (SciFact: 8 s per
+        1,000 documents at 2,500 points, growing quadratically)."""
+        ids: list[qm.ExtendedPointId] = [point_id(content_hash, i) for i in range(chunk_count)]
+        size = self.settings.upsert_batch_size
+        for i in range(0, len(ids), size):
+            await self._run(
+                self.client.set_payload,
+                self.collection,
+                payload={"ready": True},
+                points=ids[i : i + size],
+                wait=True,
+            )
 
     async def delete_document(self, document_id: str) -> None:
         if not await self.collection_exists():

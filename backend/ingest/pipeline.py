@@ -237,7 +237,7 @@ class Ingestor:
             )
             self.registry.update(doc.id, chunks_done=i + len(group))
 
-        await _complete(self.store.set_ready(doc.id))
+        await _complete(self.store.set_ready(doc.content_hash, total))
         self.registry.mark_indexed(doc.id, total)
         await self._replace_versions(doc)
         return total

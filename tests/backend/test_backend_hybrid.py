@@ -37,7 +37,7 @@ async def store(settings: Settings) -> AsyncIterator[VectorStore]:
             filename=f"{name}.txt",
             metadata={"topic": name},
         )
-        await s.set_ready(name)
+        await s.set_ready(f"h-{name}", 1)
     yield s
     if not s.local:
         await s._run(s.client.delete_collection, s.collection)

@@ -50,14 +50,14 @@ async def put(
         metadata=dict(meta),
     )
     if ready:
-        await store.set_ready(doc)
+        await store.set_ready(f"hash-{doc}", len(vectors))
 
 
 async def test_chunks_are_invisible_until_ready(store: VectorStore) -> None:
     await put(store, "d1", [unit(1, 0, 0, 0), unit(1, 1, 0, 0)], ready=False)
     assert await store.count("d1") == 2
     assert await store.search(unit(1, 0, 0, 0), limit=10) == []
-    await store.set_ready("d1")
+    await store.set_ready("hash-d1", 2)
     hits = await store.search(unit(1, 0, 0, 0), limit=10)
     assert [h.payload["chunk_index"] for h in hits] == [0, 1]
     top = hits[0]

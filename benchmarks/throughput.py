@@ -19,6 +19,8 @@ What runs, in this order (one contender at a time, so they never share the CPU):
    local MiniLM: torch engine, and optimum (ONNX) engine with the three fixes from
    shared/notes/peers.md (the store's model.onnx at the top of a copy of the folder, `--model-id
    .`, `--pooling-method mean`, max_position_embeddings 256).
+5. Ingest (benchmarks/ingest.py): the SciFact corpus through a fresh backend (embedded Qdrant)
+   against embedding the same chunks alone through the same ml-api (`--no-ingest` skips it).
 
 Texts (same for everyone): SciFact corpus abstracts (`title + " " + text`, long, truncated at the
 model's 256 tokens), SciFact training claims (short), and a mixed set (half long, half short,
@@ -111,6 +113,7 @@ class Plan:
     rerank_concurrency: dict[str, tuple[int, ...]]  # per reranker
     side_concurrency: int  # long/short sets over HTTP run at this concurrency
     probe_texts: int  # texts in the load probe run around each measurement
+    ingest_docs: int  # SciFact documents for the ingest stage (0 = the whole corpus)
 
 
 FULL = Plan(
@@ -127,6 +130,7 @@ FULL = Plan(
     rerank_concurrency={"tiny": (1, 4), "mid": (1, 2)},
     side_concurrency=16,
     probe_texts=96,
+    ingest_docs=0,
 )
 QUICK = Plan(
     n_long=32,
@@ -142,6 +146,7 @@ QUICK = Plan(
     rerank_concurrency={"tiny": (1, 2)},
     side_concurrency=16,
     probe_texts=48,
+    ingest_docs=200,
 )
 
 
@@ -1418,6 +1423,17 @@ class Bench:
 
     # -- run -------------------------------------------------------------------------------
 
+    def ingest(self, work: Path) -> None:
+        """SciFact through the backend against embedding the same chunks alone (ingest.py)."""
+        from benchmarks import ingest
+        from benchmarks.beir import load_beir
+
+        self.section_load["ingest"] = loadavg()
+        data = ingest.subset(load_beir(self.args.data, "train"), self.plan.ingest_docs)
+        (work / "ingest").mkdir()
+        self.ingest_result = ingest.run_ingest(data, self.home, work / "ingest")
+        self.log(self.ingest_result.summary())
+
     def run(self) -> None:
         with tempfile.TemporaryDirectory(prefix="ragstack-throughput-") as tmp:
             work = Path(tmp)
@@ -1434,12 +1450,20 @@ class Bench:
                     self.infinity(work)
                 else:
                     self.failures.append(Failure("Infinity", "skipped (--no-infinity)"))
+                if not self.args.no_ingest:
+                    self.ingest(work)
             self.logs = {p.name: p.read_text(errors="replace")[-4000:] for p in work.glob("*.log")}
         self.finished = dt.datetime.now().astimezone()
         self.load_end = loadavg()
 
 
 # -- report ------------------------------------------------------------------------------------
+
+
+def ingest_columns() -> list[str]:
+    from benchmarks.ingest import COLUMNS
+
+    return COLUMNS
 
 
 @dataclass
@@ -1793,14 +1817,27 @@ def build_report(b: Bench) -> tuple[list[str], list[Section], dict[str, Any]]:
                         1.5,
                     )
                 )
-    rows.append(
-        [
-            "ingest through the backend (texts/s end to end)",
-            "TODO: measured later by the lead (not a number from this script)",
-            "-",
-            "TODO",
-        ]
-    )
+    ing = getattr(b, "ingest_result", None)
+    if ing is not None:
+        rows.append(
+            target(
+                "ingest of SciFact through the backend vs embedding the same chunks alone",
+                f"{ing.ingest.seconds:.0f} / {ing.embed_seconds:.0f} s = {ing.ratio:.2f}x "
+                f"(CPU time {ing.cpu_ratio:.2f}x)",
+                "≤ 1.25x",
+                ing.ratio <= 1.25 and ing.ok,
+            )
+        )
+        sections.append(
+            Section(
+                "Ingest: SciFact through the backend vs embedding alone",
+                ingest_columns(),
+                ing.rows(),
+                [ing.setup() + ".", ing.summary()],
+            )
+        )
+    else:
+        rows.append(target("ingest through the backend", "skipped (--no-ingest)", "≤ 1.25x", None))
     sections.insert(
         0,
         Section(
@@ -1914,6 +1951,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--client-batch", type=int, default=16, help="texts per request (throughput)")
     p.add_argument("--infinity-venv", default=str(DEFAULT_INFINITY_VENV))
     p.add_argument("--no-infinity", action="store_true", help="skip Infinity")
+    p.add_argument("--no-ingest", action="store_true", help="skip the ingest stage")
     p.add_argument(
         "--rerank-backends",
         type=lambda v: [x.strip() for x in v.split(",") if x.strip()],

@@ -48,6 +48,7 @@ from benchmarks.throughput import (  # noqa: E402
     free_port,
     loadavg,
     machine_info,
+    machine_line,
     stop_all_servers,
     versions,
 )
@@ -334,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     m, v = machine_info(), versions()
     header = [
         f"Date: {started:%Y-%m-%d %H:%M} UTC",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
-        f"Python {m['python']}; no GPU (everything on CPU)",
+        machine_line(m, "cuda" if m["gpu"] else "cpu"),
         "Command: `uv run python benchmarks/ingest.py"
         + (f" --docs {args.docs}" if args.docs else "")
         + (f" --append {args.append}" if args.append else "")

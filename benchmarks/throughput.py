@@ -191,6 +191,24 @@ def load_texts(data: Path, plan: Plan) -> tuple[TextSet, TextSet, TextSet, list[
 # -- machine ------------------------------------------------------------------------------------
 
 
+def resolve_device(device: str) -> str:
+    """ "cuda" or "cpu": `auto` takes the GPU when the NVIDIA driver reports one."""
+    from models import devices
+
+    if device == "auto":
+        return "cuda" if devices.gpu_present() else "cpu"
+    return device
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # no usable driver
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     import psutil
 
@@ -210,7 +228,20 @@ def machine_info() -> dict[str, Any]:
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "gpu": gpu_name(),
     }
+
+
+def machine_line(m: dict[str, Any], device: str) -> str:
+    where = (
+        f"GPU {m['gpu']}, every contender on CUDA"
+        if device == "cuda"
+        else ("no GPU" if not m.get("gpu") else f"GPU {m['gpu']} not used") + " (everything on CPU)"
+    )
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
+        f"Python {m['python']}; {where}"
+    )
 
 
 def loadavg() -> str:
@@ -295,9 +326,11 @@ class OrtReference:
     """Plain ONNX Runtime on the store's model.onnx: tokenize (fast tokenizer, truncated), sort by
     length, pad each sub-batch to its longest, run, mean-pool, L2-normalise."""
 
-    def __init__(self, model: StoredModel, threads: int) -> None:
-        import onnxruntime as ort
+    def __init__(self, model: StoredModel, threads: int, device: str = "cpu") -> None:
         from tokenizers import Tokenizer
+
+        from models.onnx_session import create_session
+        from models.settings import MLSettings
 
         meta = model.meta
         self.max_length = int(meta["max_length"])
@@ -307,16 +340,11 @@ class OrtReference:
         self.tok = Tokenizer.from_file(str(model.path / "tokenizer.json"))
         self.tok.no_padding()
         self.tok.enable_truncation(self.max_length)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(model.path / "model.onnx"), so, providers=["CPUExecutionProvider"]
-        )
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        # The session factory the ml-api uses (full graph optimisation, intra-op threads =
+        # cores; on CUDA: fp16 with float32 inputs/outputs), so both run the same graph.
+        settings = MLSettings(device=device, intra_op_threads=threads, on_cuda_unavailable="fail")
+        self.session = create_session(model.path / "model.onnx", settings, gpu=device == "cuda")
+        self.inputs = list(self.session.input_types)
         self.padded_tokens = 0
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -336,7 +364,7 @@ class OrtReference:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self.session.run([self.output], feeds)[0]
+        hidden = self.session.run(self.output, feeds).astype(np.float32, copy=False)
         m = mask[..., None].astype(np.float32)
         return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
 
@@ -706,6 +734,8 @@ class Bench:
         self.notes: list[str] = []
         self.machine = machine_info()
         self.threads = self.machine["cores"]
+        self.device = resolve_device(args.device)
+        self.gpu = self.device == "cuda"
         self.started = dt.datetime.now().astimezone()
         self.load_start = loadavg()
         self.section_load: dict[str, str] = {}
@@ -854,7 +884,7 @@ class Bench:
     def load_data(self) -> None:
         long, short, mixed, corpus, queries = load_texts(Path(self.args.data), self.plan)
         self.corpus, self.queries = corpus, queries
-        self.ort = OrtReference(self.emb, self.threads)
+        self.ort = OrtReference(self.emb, self.threads, self.device)
         for ts in (long, short, mixed):
             ts.tokens = [len(x) for x in self.ort.tokenize(ts.texts)]
         self.sets = {"mixed": mixed, "long": long, "short": short}
@@ -868,7 +898,7 @@ class Bench:
         self.section_load["in-process"] = loadavg()
         ort = self.ort
         mixed = self.sets["mixed"]
-        sweep = self.plan.sweep
+        sweep = self.plan.sweep + ((256, 512) if self.gpu else ())
         task = self.progress.add_task("in-process ORT", total=len(sweep) + 3)
         ort.encode(mixed.texts[:64], 32)  # warm-up: arenas, kernels
         self.probe_texts = mixed.texts[: self.plan.probe_texts]
@@ -960,8 +990,10 @@ class Bench:
 
         task = self.progress.add_task("OnnxEmbedder.embed()", total=1)
         try:
-            settings = MLSettings(embedder=EMBEDDER, device="cpu", intra_op_threads=self.threads)
-            emb = load_embedder(settings, gpu=False)
+            settings = MLSettings(
+                embedder=EMBEDDER, device=self.device, intra_op_threads=self.threads
+            )
+            emb = load_embedder(settings, gpu=self.gpu)
         except Exception as exc:  # recorded; the rest still runs
             self.failures.append(Failure("OnnxEmbedder in-process", f"{type(exc).__name__}: {exc}"))
             return
@@ -975,7 +1007,7 @@ class Bench:
             Run(
                 "OnnxEmbedder.embed() in-process",
                 "mixed",
-                f"token budget {settings.batch_token_budget(False)}",
+                f"token budget {settings.batch_token_budget(self.gpu)}",
                 len(mixed.texts),
                 mixed.n_tokens,
                 secs,
@@ -993,7 +1025,7 @@ class Bench:
 
         torch.set_num_threads(self.threads)
         task = self.progress.add_task("sentence-transformers", total=3)
-        model = SentenceTransformer(str(self.minilm), device="cpu")
+        model = SentenceTransformer(str(self.minilm), device=self.device)
         model.encode(self.sets["mixed"].texts[:64], batch_size=32)
         self.refresh_probe()
         for name in ("mixed", "long", "short"):
@@ -1039,7 +1071,13 @@ class Bench:
         for kind, model in self.rerankers.items():
             self.progress.update(task, description=f"FlagReranker in-process: {kind}")
             max_len = int(model.meta["max_length"])
-            rr = FlagReranker(str(model.path), use_fp16=False, devices="cpu", max_length=max_len)
+            # On a GPU as FlagEmbedding's README writes it (fp16); on CPU fp16 does not apply.
+            rr = FlagReranker(
+                str(model.path),
+                use_fp16=self.gpu,
+                devices="cuda:0" if self.gpu else "cpu",
+                max_length=max_len,
+            )
             reqs = self.rerank_requests(kind)
             rr.compute_score([(reqs[0][0], p) for p in reqs[0][1][:16]])  # warm-up
             self.refresh_probe()
@@ -1269,6 +1307,7 @@ class Bench:
             "ML_API_EMBEDDER": EMBEDDER,
             "ML_API_RERANKER": reranker,
             "ML_API_RERANKER_BACKEND": backend,
+            "ML_API_DEVICE": self.device,
             "BENTOML_DO_NOT_TRACK": "true",
         }
         cmd = [sys.executable, "-m", "bentoml", "serve", "service:MLService"]
@@ -1391,7 +1430,7 @@ class Bench:
         for name, extra_args, cwd in engines:
             port = free_port()
             cmd = [str(exe), "v2", *extra_args, "--served-model-name", "minilm"]
-            cmd += ["--batch-size", "32", "--device", "cpu", "--host", "127.0.0.1"]
+            cmd += ["--batch-size", "32", "--device", self.device, "--host", "127.0.0.1"]
             cmd += ["--port", str(port)]
             server = Server(
                 name,
@@ -1494,8 +1533,7 @@ def build_report(b: Bench) -> tuple[list[str], list[Section], dict[str, Any]]:
     header = [
         f"Date: {b.started:%Y-%m-%d %H:%M %Z} (took {(b.finished - b.started).seconds // 60} min "
         f"{(b.finished - b.started).seconds % 60} s)",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
-        f"Python {m['python']}; no GPU (everything on CPU)",
+        machine_line(m, b.device),
         f"Command: `{cmd.strip()}`",
         f"Load average (1/5/15 min): start {b.load_start}; in-process section "
         f"{b.section_load.get('in-process', '-')}; ml-api section "
@@ -1952,6 +1990,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--infinity-venv", default=str(DEFAULT_INFINITY_VENV))
     p.add_argument("--no-infinity", action="store_true", help="skip Infinity")
     p.add_argument("--no-ingest", action="store_true", help="skip the ingest stage")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="device of every contender (auto: the GPU when there is one)",
+    )
     p.add_argument(
         "--rerank-backends",
         type=lambda v: [x.strip() for x in v.split(",") if x.strip()],

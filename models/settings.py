@@ -38,6 +38,11 @@ class MLSettings(BaseSettings):
         "fail", description="What to do when CUDA was wanted but the session fell back to CPU."
     )
     fp16: bool = Field(True, description="Half precision on GPU (ignored on CPU).")
+    embedder_precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="int8: the embedder's dynamically quantized model (imported with --int8), "
+        "CPU only; on a GPU it is ignored with a warning.",
+    )
     intra_op_threads: int = Field(default_factory=available_cores, ge=1)
 
     # Batching (the in-service token-budget batcher).

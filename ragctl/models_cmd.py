@@ -57,6 +57,14 @@ def import_embedder(
             help="Whether the model is meant to be L2-normalized; default: the model's.",
         ),
     ] = None,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also store a dynamically quantized int8 copy for CPU (verified against float32)"
+            ", served with ML_API_EMBEDDER_PRECISION=int8.",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option(help="Import again even if already stored.")] = False,
 ) -> None:
     """Export an embedder to ONNX and store it with its tokenizer and metadata."""
@@ -65,7 +73,13 @@ def import_embedder(
     try:
         with _status(f"importing {source}") as progress:
             tag = store.import_embedder(
-                source, name, pooling=pooling, normalize=normalize, force=force, progress=progress
+                source,
+                name,
+                pooling=pooling,
+                normalize=normalize,
+                int8=int8,
+                force=force,
+                progress=progress,
             )
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
@@ -101,6 +115,14 @@ def import_defaults(
             "a GPU, cross-encoder/ms-marco-MiniLM-L-6-v2 without."
         ),
     ] = None,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also store the embedder's int8 copy for CPU (ML_API_EMBEDDER_PRECISION=int8); "
+            "a stored default embedder without it is imported again.",
+        ),
+    ] = False,
 ) -> None:
     """all-MiniLM-L6-v2 as `embedder` (shipped, no download) and a reranker from the hub as
     `reranker` (skipped with a note when the hub is unreachable). Stored models are kept."""
@@ -108,7 +130,7 @@ def import_defaults(
 
     try:
         with _status("importing the default models") as progress:
-            store.import_defaults(reranker, echo=_line, progress=progress)
+            store.import_defaults(reranker, int8=int8, echo=_line, progress=progress)
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
 

@@ -51,6 +51,8 @@ async def info(request: Request) -> JSONResponse:
     s = engine.settings
     models = _model_info(engine)
     models["embedder"]["trained_dimensions"] = [engine.embedder.info.dimension]
+    # "int8" (ML_API_EMBEDDER_PRECISION=int8 on CPU), "fp16" or "fp32"
+    models["embedder"]["precision"] = getattr(engine.embedder, "precision", None)
     models["embedder"]["dimensions_note"] = (
         "`dimensions` below the model's size truncates and re-normalizes; this model was not "
         "trained for shortened (Matryoshka) embeddings, so expect lower quality"

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from models import devices, quantize
 from models.batching import plan_batches
 from models.embedder.base import EmbedderInfo, Pooling
 from models.onnx_session import OrtSession, create_session
@@ -68,8 +69,28 @@ class OnnxEmbedder:
         self._tok_trunc.no_padding()
         self._tok_trunc.enable_truncation(self.max_length)
 
-        self.ort: OrtSession = create_session(model_dir / "model.onnx", settings, gpu)
+        if gpu is None:
+            gpu = devices.gpu_present()
+        onnx_file, int8 = quantize.select_embedder_onnx(model_dir, metadata, settings, gpu, tag)
+        self.onnx_file = onnx_file
+        self.ort: OrtSession = create_session(onnx_file, settings, gpu)
         self._inputs = list(self.ort.input_types)
+        # What runs: "int8" (model.int8.onnx on CPU), "fp16" or "fp32".
+        self.precision = "int8" if int8 else ("fp16" if self.ort.dtype == "float16" else "fp32")
+        if int8:  # the integer kernels of this CPU against the float32 embeddings of the import
+            try:
+                result = quantize.check(self._pooled, model_dir / quantize.CHECK_FILE)
+            except RuntimeError as err:
+                raise RuntimeError(
+                    f"embedder {tag}: {err} (int8 products can saturate on CPUs without "
+                    "VNNI); set ML_API_EMBEDDER_PRECISION=fp32"
+                ) from err
+            log.info(
+                "embedder %s: int8 (%s) on CPU, min cosine to float32 %.4f",
+                tag,
+                onnx_file.name,
+                result.min_cosine,
+            )
         self.info = EmbedderInfo(
             name=name,
             tag=tag,
@@ -115,6 +136,13 @@ class OnnxEmbedder:
     def tokenizer_json(self) -> str:
         return self._tok_full.to_str()
 
+    def _pooled(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        hidden = self.ort.run(self.output, feeds)
+        return pool(hidden, mask, self.pooling).astype(np.float32, copy=False)
+
     def forward(self, batch: list[list[int]]) -> np.ndarray:
         n = len(batch)
         if n == 0:
@@ -125,11 +153,7 @@ class OnnxEmbedder:
         for i, ids in enumerate(batch):
             input_ids[i, : len(ids)] = ids
             mask[i, : len(ids)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        hidden = self.ort.run(self.output, feeds)
-        return pool(hidden, mask, self.pooling).astype(np.float32, copy=False)
+        return self._pooled(input_ids, mask)
 
     def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         ids = self.tokenize(texts, truncate=True)

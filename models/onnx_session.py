@@ -49,6 +49,9 @@ def session_options(settings: MLSettings) -> Any:
     so.intra_op_num_threads = settings.intra_op_threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = "1" if settings.ort_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     so.log_severity_level = 3  # errors only; the provider check below reports fallbacks
     return so
 

@@ -44,6 +44,12 @@ class MLSettings(BaseSettings):
         "CPU only; on a GPU it is ignored with a warning.",
     )
     intra_op_threads: int = Field(default_factory=available_cores, ge=1)
+    ort_spinning: bool = Field(
+        False,
+        description="Let ONNX Runtime's CPU threads spin between runs (lower latency when the "
+        "cores are otherwise idle; off because the spinning takes CPU from request handling "
+        "and from services on the same host).",
+    )
 
     # Batching (the in-service token-budget batcher).
     max_batch_tokens: int = Field(

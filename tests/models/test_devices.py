@@ -10,7 +10,7 @@ import pytest
 
 from models import devices
 from models.batching import plan_batches
-from models.onnx_session import create_session
+from models.onnx_session import create_session, session_options
 from models.settings import MLSettings
 
 CPU = devices.CPU_EP
@@ -132,6 +132,14 @@ def test_real_session_cuda_requested_but_inactive(identity_onnx: Path) -> None:
 
 
 # -- sub-batch planning ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spinning", "entry"), [(False, "0"), (True, "1")])
+def test_thread_spinning_follows_the_setting(spinning: bool, entry: str) -> None:
+    so = session_options(MLSettings(ort_spinning=spinning, intra_op_threads=2))
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    assert so.get_session_config_entry("session.inter_op.allow_spinning") == entry
+    assert so.intra_op_num_threads == 2
 
 
 def test_plan_batches_budget_and_items() -> None:

@@ -1279,8 +1279,8 @@ class Soak:
             for svc in self.services:
                 cells.append(f0(median([v for s in smp if (v := s.rss.get(svc.name)) is not None])))
             cells += [
-                "-" if last is None else str(last.pending),
-                "-" if last is None else str(last.points),
+                "-" if last is None or last.pending is None else str(last.pending),
+                "-" if last is None or last.points is None else str(last.points),
             ]
             rows.append(cells)
             t = hi
@@ -1308,7 +1308,11 @@ class Soak:
                     "points",
                 ],
                 rows,
-                [f"Answers by the second they arrived; RSS: median in the interval; {cap}."],
+                [
+                    f"Answers by the second they arrived; RSS: median in the interval; {cap}. "
+                    "ingest pending, points: the backend's /health at the end of the interval "
+                    "('-': no answer, or Qdrant not counted within /health's own 5 s limit)."
+                ],
             )
         )
 
@@ -1436,7 +1440,7 @@ class Soak:
         if self.not_reranked:
             header.append(f"{self.not_reranked} queries asked for rerank and were not reranked")
         notes = [
-            f"longest time without an answered query during the load: {gap:.0f} s (from "
+            f"longest time without an answered query during the load: {gap:.1f} s (from "
             f"{gap_at:.0f} s)" + (": the backend was stuck" if stuck else "")
         ]
         if self.unresponsive:

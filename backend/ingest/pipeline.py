@@ -256,7 +256,11 @@ class Ingestor:
             await self.delete(old.id)
 
     async def _fail(self, doc: Document, reason: str) -> None:
-        log.warning("ingestion failed id=%s file=%s reason=%s", doc.id, doc.filename, reason)
+        current = self.registry.get(doc.id)
+        if current is None or current.status == Status.DELETING:
+            log.info("ingestion stopped id=%s file=%s: document deleted", doc.id, doc.filename)
+        else:
+            log.warning("ingestion failed id=%s file=%s reason=%s", doc.id, doc.filename, reason)
         with contextlib.suppress(StoreError):
             await self.store.delete_document(doc.id)
         self.registry.mark_failed(doc.id, reason)

@@ -9,6 +9,8 @@ import sys
 # gemv, which then never returns (found by benchmarks/soak.py: the backend hung for good
 # holding the store lock). Single-threaded BLAS has no pool to tear down; the backend gains
 # nothing from BLAS threads anyway (its vector math is small, and it runs beside the ml-api).
+# Only OpenBLAS's own variable (numpy's wheels bundle OpenBLAS): processes this one starts
+# inherit it, and OMP_NUM_THREADS would also shrink torch's thread pool in an ml-api that
+# `ragctl up` starts.
 if "numpy" not in sys.modules:
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = "1"
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"

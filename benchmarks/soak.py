@@ -72,6 +72,20 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.throughput import (  # noqa: E402
+    Section,
+    append_markdown,
+    f0,
+    f1,
+    free_port,
+    loadavg,
+    pct,
+    stop_group,
+)
+
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "scifact"
 EMBEDDER = "soak-minilm"
@@ -198,10 +212,6 @@ def machine() -> str:
     )
 
 
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def versions() -> str:
     import importlib.metadata as md
 
@@ -223,14 +233,6 @@ def versions() -> str:
 
 
 # -- services ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -271,17 +273,8 @@ class Service:
         return ""
 
     def stop(self, timeout: float = 20) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_group(self.proc, timeout)
 
 
 def _launch(name: str, cmd: list[str], env: dict[str, str], log: Path, url: str) -> Service:
@@ -426,34 +419,8 @@ class Sample:
     points: int | None = None
 
 
-@dataclass
-class Section:
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-
-
-def pct(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
 def median(values: Sequence[float]) -> float | None:
     return pct(values, 50)
-
-
-def f0(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.0f}"
-
-
-def f1(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.1f}"
 
 
 # -- the soak ----------------------------------------------------------------------------------
@@ -1594,18 +1561,6 @@ def markdown(title: str, header: list[str], sections: list[Section]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def append_markdown(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existing = path.read_text() if path.exists() else ""
-    sep = (
-        ""
-        if not existing or existing.endswith("\n\n")
-        else ("\n" if existing.endswith("\n") else "\n\n")
-    )
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(sep + text)
-
-
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -1761,7 +1716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.append:
         when = started.strftime("%Y-%m-%d %H:%M UTC")
         title = f"## Soak: {args.clients} clients, {args.duration:.0f} s, {when}"
-        append_markdown(args.append, markdown(title, header, sections))
+        append_markdown(args.append, markdown(title, header, sections), intro=None)
         console.print(f"appended to {args.append}")
     console.print("[green]all targets met[/green]" if passed else "[red]a target was missed[/red]")
     return 0 if passed else 1

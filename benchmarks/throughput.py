@@ -460,6 +460,22 @@ class Failure:
 _SERVERS: list[Server] = []
 
 
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM a server's process group, SIGKILL it after `timeout`, then kill whatever is left
+    in the group (workers that outlived their parent)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -555,21 +571,9 @@ class Server:
         return total / 2**20
 
     def stop(self, timeout: float = 20) -> None:
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
-        # Anything left in the group (workers that outlived their parent).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(self.proc, timeout)
         if self in _SERVERS:
             _SERVERS.remove(self)
 
@@ -1964,12 +1968,17 @@ compared). Older sections stay as they were: compare like with like (same machin
 """
 
 
-def append_markdown(path: Path, text: str) -> None:
+def append_markdown(path: Path, text: str, intro: str | None = DOC_INTRO) -> None:
+    """Append `text` as a section; a new or empty file starts with `intro`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or not path.read_text().strip():
-        path.write_text(DOC_INTRO)
-    existing = path.read_text()
-    sep = "" if existing.endswith("\n\n") else ("\n" if existing.endswith("\n") else "\n\n")
+    if intro and (not path.exists() or not path.read_text().strip()):
+        path.write_text(intro)
+    existing = path.read_text() if path.exists() else ""
+    sep = (
+        ""
+        if not existing or existing.endswith("\n\n")
+        else ("\n" if existing.endswith("\n") else "\n\n")
+    )
     with open(path, "a", encoding="utf-8") as f:
         f.write(sep + text)
 

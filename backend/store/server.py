@@ -5,7 +5,7 @@ client is the synchronous one, run in worker threads: in local mode the "async" 
 compute on the event loop. Local mode is not thread-safe, so calls are serialized there.
 
 Each chunk is one point with two vectors: `dense` (the embedder's, cosine) and `bm25` (term
-weights with BM25 length saturation from `backend.ingest.sparse`; Qdrant applies IDF at query
+weights with BM25 length saturation from `backend.store.sparse`; Qdrant applies IDF at query
 time through `Modifier.IDF`, so corpus statistics never need recomputing at ingest).
 
 Chunks are written with `ready: false` and flipped to true in one call once every chunk of the
@@ -33,8 +33,8 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from backend.ingest.chunk import Chunk
-from backend.ingest.sparse import BM25Encoder
 from backend.settings import Settings
+from backend.store.sparse import BM25Encoder
 
 log = logging.getLogger("ragstack.backend.store")
 
@@ -55,17 +55,7 @@ STORE_RETRY_AFTER_S = 5.0
 AVAILABLE_TTL_S = 10.0
 
 
-class StoreError(Exception):
-    """Qdrant is unreachable or refused an operation. `retry_after` is None when waiting will
-    not help (a misconfiguration)."""
-
-    def __init__(self, message: str, retry_after: float | None = STORE_RETRY_AFTER_S) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class StoreLocked(StoreError):
-    """Another process holds the embedded-mode storage folder."""
+from backend.store.base import StoreError, StoreLocked  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,14 @@ class EdgeStore(VectorStore):
             self._lock_file.close()
             self._lock_file = None
             raise StoreLocked(locked_message(settings.qdrant_folder)) from None
+        try:
+            from backend.store.migrate import migrate
+
+            migrate(settings)  # a folder written by earlier versions: copy it over, once
+        except BaseException:
+            self._lock_file.close()
+            self._lock_file = None
+            raise
         self._collections: dict[str, Collection] = {}
         self._open_lock = threading.Lock()
         self._setup_lock = asyncio.Lock()

@@ -124,6 +124,10 @@ class Collection:
         self.encoder_version: int = meta.get("encoder_version", 0)
         self.shard_dir = folder / meta["shard"]
         self.shard = shard or qe.EdgeShard.load(str(self.shard_dir))
+        # Maintenance state (backend.store.maintenance).
+        self.writes_since_build = 0
+        self.rebuilding = False
+        self.journal: Any = None
 
     @staticmethod
     def create(folder: Path, dimension: int) -> Collection:
@@ -179,8 +183,10 @@ class EdgeStore(VectorStore):
         self._collections: dict[str, Collection] = {}
         self._open_lock = threading.Lock()
         self._setup_lock = asyncio.Lock()
-        # Writes take this shared/exclusive pair: a rebuild holds it while it swaps shards.
+        # Held by each write, and by a rebuild while it copies and while it swaps shards.
         self.write_lock = asyncio.Lock()
+        self._maintainer: asyncio.Task[None] | None = None
+        self.retiring: list[tuple[qe.EdgeShard, Path]] = []  # replaced shards, closed soon
         self.bm25 = BM25Encoder()
         active = self.root / ACTIVE_FILE
         self._active = active.read_text().strip() if active.exists() else settings.qdrant_collection
@@ -232,6 +238,16 @@ class EdgeStore(VectorStore):
             raise _translate(exc, self.location) from exc
 
     async def close(self) -> None:
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(BaseException):
+                await self._maintainer
+            self._maintainer = None
+        from backend.store.maintenance import retire
+
+        for shard, folder in list(self.retiring):
+            await retire(self, shard, folder)
+
         def close_all() -> None:
             for c in self._collections.values():
                 with contextlib.suppress(Exception):
@@ -329,14 +345,19 @@ class EdgeStore(VectorStore):
             )
         return c
 
-    async def _update(self, collection: str | None, op: qe.UpdateOperation) -> None:
+    def open_collections(self) -> list[Collection]:
+        return list(self._collections.values())
+
+    async def _update(self, collection: str | None, op: qe.UpdateOperation, points: int) -> None:
+        """Apply one write. `points`: how many points it adds or removes (for maintenance)."""
+        from backend.store import maintenance
+
+        if self._maintainer is None:
+            self._maintainer = asyncio.get_running_loop().create_task(maintenance.run_forever(self))
         async with self.write_lock:
             c = self._require(collection)
             await self._run(c.shard.update, op)
-            self.after_write(c, op)
-
-    def after_write(self, c: Collection, op: qe.UpdateOperation) -> None:
-        """Hook for the maintenance journal (set by `backend.store.maintenance`)."""
+            maintenance.record_write(self, c, op, points)
 
     async def upsert(
         self,
@@ -360,7 +381,8 @@ class EdgeStore(VectorStore):
         ]
         size = self.settings.upsert_batch_size
         for i in range(0, len(points), size):
-            await self._update(collection, qe.UpdateOperation.upsert_points(points[i : i + size]))
+            batch = points[i : i + size]
+            await self._update(collection, qe.UpdateOperation.upsert_points(batch), len(batch))
 
     async def set_ready(
         self, content_hash: str, chunk_count: int, collection: str | None = None
@@ -368,16 +390,15 @@ class EdgeStore(VectorStore):
         ids: list[Any] = [point_id(content_hash, i) for i in range(chunk_count)]
         size = self.settings.upsert_batch_size
         for i in range(0, len(ids), size):
-            await self._update(
-                collection, qe.UpdateOperation.set_payload(ids[i : i + size], {"ready": 1})
-            )
+            op = qe.UpdateOperation.set_payload(ids[i : i + size], {"ready": 1})
+            await self._update(collection, op, 0)
 
     async def delete_document(self, document_id: str, collection: str | None = None) -> None:
         if self._get(collection) is None:
             return
-        await self._update(
-            collection, qe.UpdateOperation.delete_points_by_filter(_doc_filter(document_id))
-        )
+        points = await self.count(document_id, collection)  # indexed: cheap
+        op = qe.UpdateOperation.delete_points_by_filter(_doc_filter(document_id))
+        await self._update(collection, op, points)
 
     async def maintain(self) -> None:
         from backend.store.maintenance import maintain

@@ -391,3 +391,27 @@ def test_reopen_after_sigkill_keeps_acknowledged_writes(tmp_path: Path, engine: 
             await s.close()
 
     asyncio.run(check())
+
+
+async def test_server_collection_records_and_checks_the_encoder_version(tmp_path: Path) -> None:
+    from qdrant_client import models as qm
+
+    from backend.store.server import ENCODER_KEY
+
+    s = open_engine(engine_settings(tmp_path, "local"), "local")
+    try:
+        await s.ensure_collection(DIM)
+        info = await s._run(s.client.get_collection, s.collection)  # type: ignore[attr-defined]
+        assert (info.config.metadata or {}).get(ENCODER_KEY) is not None
+        await s._run(
+            s.client.create_collection,  # type: ignore[attr-defined]
+            "old_encoder",
+            vectors_config={"dense": qm.VectorParams(size=DIM, distance=qm.Distance.COSINE)},
+            sparse_vectors_config={"bm25": qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            metadata={ENCODER_KEY: 0},
+        )
+        with pytest.raises(StoreError, match="BM25 encoder version 0") as exc:
+            await s.ensure_collection(DIM, collection="old_encoder")
+        assert "upload the documents again" in str(exc.value)
+    finally:
+        await s.close()

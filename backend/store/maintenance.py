@@ -80,7 +80,9 @@ async def rebuild(store: EdgeStore, c: Collection) -> None:
     new_dir = c.folder / new_name
     try:
         async with store.write_lock:
+            t = time.monotonic()
             await store._run(c.shard.flush)
+            flushed = time.monotonic() - t
             await asyncio.to_thread(shutil.copytree, c.shard_dir, new_dir)
             # The WAL's lock is not part of the data: the copy must be openable.
             c.journal = Journal()
@@ -105,19 +107,25 @@ async def rebuild(store: EdgeStore, c: Collection) -> None:
             raise RuntimeError(f"index build exited {proc.returncode}: {out.decode()[-2000:]}")
         built = time.monotonic()
         async with store.write_lock:
+            t = time.monotonic()
             shard = await store._run(qe.EdgeShard.load, str(new_dir))
+            loaded = time.monotonic() - t
             journal, c.journal = c.journal, None
             for op in journal.ops if journal else []:
                 await store._run(shard.update, op)
             old_dir = c.shard_dir
             old = c.swap(new_name, shard)
+        # flush and load hold the GIL (they pause the process); the rest does not.
         log.info(
-            "rebuilt collection %s: copy %.1f s, index build %.1f s (child process), swap "
-            "replayed %d writes",
+            "rebuilt collection %s: flush %.2f s + copy %.1f s, index build %.1f s (child "
+            "process), load %.2f s, %d writes replayed, swap done %.1f s after the build",
             c.name,
-            copied - started,
+            flushed,
+            copied - started - flushed,
             built - copied,
+            loaded,
             len(journal.ops) if journal else 0,
+            time.monotonic() - built,
         )
         store.retiring.append((old, old_dir))
         asyncio.get_running_loop().call_later(

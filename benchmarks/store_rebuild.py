@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import platform
 import statistics
 import tempfile
@@ -97,10 +98,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(
         f"store rebuild, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-        f"{__import__('os').cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs"
     )
     print(
-        "| points | upsert (s) | rebuild (s) | longest pause (ms) | hybrid p50 before / after (ms) |"
+        "| points | upsert (s) | rebuild (s) | longest pause (ms) "
+        "| hybrid p50 before / after (ms) |"
     )
     print("|---|---|---|---|---|")
     for n in args.points:

@@ -12,10 +12,12 @@ is stored; searches only see ready chunks.
 
 Payload layout written by this version (the public metadata API is unchanged):
     document_id, chunk_index, page, start, end, text, filename, metadata (as given),
-    ready: 0 | 1 (an int: Qdrant Edge never matches a boolean `MatchValue`),
-    metadata_bools: {key: 0 | 1} for every boolean metadata value, which filters read
-    (same reason; `metadata` keeps the real booleans for display).
-Both engines store and filter this layout the same way.
+    ready: 0 | 1 on the embedded engine (an int: Qdrant Edge never matches a boolean
+    `MatchValue`); a boolean on a server, as earlier versions wrote it there,
+    metadata_bools: {key: 0 | 1} for every boolean metadata value, which the embedded engine's
+    filters read (same reason; `metadata` keeps the real booleans for display).
+`backend.store.filters` turns one search filter into conditions that select the same points on
+both engines.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The search filter in engine-neutral form, translated by each engine with its own classes.
 
 Both engines must select exactly the same points, so the rules live here once:
-- `ready` is stored as 0/1 and matched as the int 1 (Qdrant Edge never matches a boolean
-  `MatchValue`). Payloads written by earlier versions hold `ready: true`; the server engine also
-  accepts that (its data is not migrated), the embedded engine's migration rewrites it.
-- a boolean metadata value is matched on `metadata_bools.<key>` as 0/1 (same reason);
+- the embedded engine stores `ready` as 0/1 and matches the int 1 (Qdrant Edge never matches a
+  boolean `MatchValue`), and matches a boolean metadata value on `metadata_bools.<key>` as 0/1;
+  the server engine keeps booleans (its existing collections hold them) and rewrites these
+  conditions onto them (`backend.store.server`);
 - a float is matched as the range [v, v] (`MatchValue` has no floats); a list of floats as an
   OR of such ranges, which the engines evaluate in Rust per candidate (cheap: no Python loop);
 - strings and ints use `MatchValue` / `MatchAny`.

@@ -153,10 +153,14 @@ async def retire(store: EdgeStore, shard: qe.EdgeShard, folder: Any) -> None:
 
 
 async def run_forever(store: EdgeStore) -> None:
-    """The background task the embedded store starts: check every CHECK_INTERVAL_S."""
+    """The background task the embedded store starts: every CHECK_INTERVAL_S, flush (so the
+    flush a rebuild starts with, which holds the GIL, only has a minute of writes to write:
+    0.48 s for 100k fresh points) and rebuild what needs it."""
     while True:
         await asyncio.sleep(CHECK_INTERVAL_S)
         try:
+            for c in store.open_collections():
+                await store._run(c.shard.flush)
             await maintain(store)
         except asyncio.CancelledError:
             raise

@@ -10,8 +10,10 @@ Named collections: the logical name (QDRANT_COLLECTION) may be a real collection
 versions created) or an alias; `set_active_collection` points the alias at another collection
 in one atomic alias update, so searches switch all at once.
 
-Payloads written by earlier versions (`ready: true`) stay searchable: the ready condition
-accepts both the int this version writes and the old boolean.
+A server matches booleans correctly, and collections written by earlier versions hold
+`ready: true` with a boolean payload index: so this engine keeps `ready` a boolean and filters
+boolean metadata on `metadata.<key>` itself, exactly as before (no migration of server data);
+`metadata_bools` is written too, so the payload layout matches the embedded engine's otherwise.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def _fast_local_commits(client: QdrantClient) -> None:
 
 def _schema_for(value: Any) -> qm.PayloadSchemaType:
     if isinstance(value, bool):
-        return qm.PayloadSchemaType.INTEGER  # stored as 0/1 under metadata_bools
+        return qm.PayloadSchemaType.BOOL
     if isinstance(value, int):
         return qm.PayloadSchemaType.INTEGER
     if isinstance(value, float):
@@ -108,28 +110,30 @@ def _field(c: filters.Cond) -> qm.Condition:
     return qm.FieldCondition(key=c.key, match=qm.MatchValue(value=c.value))
 
 
-def _legacy_bools(items: list[filters.Clause]) -> list[filters.Clause]:
-    """Earlier versions had no `metadata_bools`: also accept the boolean in `metadata`."""
+def _real_bools(items: list[filters.Clause]) -> list[filters.Clause]:
+    """Boolean metadata conditions on the booleans themselves (see the module doc), so data
+    written by earlier versions (no `metadata_bools`) is found."""
     out: list[filters.Clause] = []
     for item in items:
         alts = item if isinstance(item, list) else [item]
-        extra = [
+        real = [
             filters.Cond("metadata." + c.key.split(".", 1)[1], "match", bool(v))
             for c in alts
             if c.key.startswith("metadata_bools.")
             for v in c.value
         ]
-        out.append([*alts, *extra] if extra else item)
+        if not real:
+            out.append(item)
+            continue
+        rest = [c for c in alts if not c.key.startswith("metadata_bools.")]
+        both = [*rest, *real]
+        out.append(both[0] if len(both) == 1 else both)
     return out
 
 
 def server_filter(items: list[filters.Clause]) -> qm.Filter:
-    ready: list[filters.Cond] = [
-        filters.Cond("ready", "match", 1),
-        filters.Cond("ready", "match", True),
-    ]
     return filters.build(
-        [ready, *_legacy_bools(items)],
+        [filters.Cond("ready", "match", True), *_real_bools(items)],
         field=_field,
         any_of=lambda conds: qm.Filter(should=conds),
         all_of=lambda conds: qm.Filter(must=conds),
@@ -274,7 +278,7 @@ class ServerStore(VectorStore):
         if self._local:
             await self._run(_fast_local_commits, self.client)
         await self._ensure_index(name, "document_id", qm.PayloadSchemaType.KEYWORD)
-        await self._ensure_index(name, "ready", qm.PayloadSchemaType.INTEGER)
+        await self._ensure_index(name, "ready", qm.PayloadSchemaType.BOOL)
         self._dimension[name] = dimension
 
     async def _ensure_index(self, name: str, key: str, schema: qm.PayloadSchemaType) -> None:
@@ -300,9 +304,7 @@ class ServerStore(VectorStore):
         name = collection or self.name
         async with self._setup_lock:
             for key, value in metadata.items():
-                if isinstance(value, bool):
-                    await self._ensure_index(name, f"metadata_bools.{key}", _schema_for(value))
-                elif isinstance(value, str | int | float):
+                if isinstance(value, str | int | float | bool):
                     await self._ensure_index(name, f"metadata.{key}", _schema_for(value))
 
     async def list_collections(self) -> list[str]:
@@ -362,9 +364,12 @@ class ServerStore(VectorStore):
                     DENSE: [float(x) for x in v],
                     SPARSE: qm.SparseVector(indices=sv[0], values=sv[1]),
                 },
-                payload=payload_for(
-                    document_id=document_id, chunk=c, filename=filename, metadata=metadata
-                ),
+                payload={
+                    **payload_for(
+                        document_id=document_id, chunk=c, filename=filename, metadata=metadata
+                    ),
+                    "ready": False,
+                },
             )
             for c, v, sv in zip(chunks, vectors, sparse, strict=True)
         ]
@@ -384,7 +389,7 @@ class ServerStore(VectorStore):
             await self._run(
                 self.client.set_payload,
                 collection or self.name,
-                payload={"ready": 1},
+                payload={"ready": True},
                 points=ids[i : i + size],
                 wait=True,
             )

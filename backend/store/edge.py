@@ -2,7 +2,8 @@
 
 Layout under QDRANT_PATH (default DATA_DIR/qdrant):
     edge/.lock             held (flock) by the one process that serves this folder
-    edge/ACTIVE            the active collection's name (written to a temp file, renamed)
+    edge/<QDRANT_COLLECTION>.alias  the collection that name points at, when switched
+                           (written to a temp file, then renamed: atomic)
     edge/<collection>/store.json   {"shard": "<folder>", "dimension": n, "encoder_version": v}
     edge/<collection>/<folder>/    the Edge shard (segments + WAL); a rebuild writes a new folder
                                    and `store.json` is switched to it by a rename.
@@ -54,7 +55,7 @@ from backend.store.sparse import ENCODER_VERSION, BM25Encoder
 
 log = logging.getLogger("ragstack.backend.store.edge")
 T = TypeVar("T")
-ACTIVE_FILE = "ACTIVE"
+ALIAS_SUFFIX = ".alias"
 META_FILE = "store.json"
 
 
@@ -188,11 +189,19 @@ class EdgeStore(VectorStore):
         self._maintainer: asyncio.Task[None] | None = None
         self.retiring: list[tuple[qe.EdgeShard, Path]] = []  # replaced shards, closed soon
         self.bm25 = BM25Encoder()
-        active = self.root / ACTIVE_FILE
-        self._active = active.read_text().strip() if active.exists() else settings.qdrant_collection
+        # QDRANT_COLLECTION is the logical name; `<name>.alias` (if any) names the collection
+        # it points at, as a server alias would.
+        self._alias_file = self.root / f"{settings.qdrant_collection}{ALIAS_SUFFIX}"
+        alias = self._alias_file
+        self._active = alias.read_text().strip() if alias.exists() else settings.qdrant_collection
         # Open the active collection now: a broken or foreign folder fails at start-up.
-        if (self.root / self._active / META_FILE).exists():
-            self._open(self._active)
+        try:
+            if (self.root / self._active / META_FILE).exists():
+                self._open(self._active)
+        except BaseException:
+            self._lock_file.close()
+            self._lock_file = None
+            raise
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -325,7 +334,7 @@ class EdgeStore(VectorStore):
     async def set_active_collection(self, collection: str) -> None:
         if self._get(collection) is None:
             raise StoreError(f"collection {collection!r} does not exist", retry_after=None)
-        await asyncio.to_thread(_write_atomic, self.root / ACTIVE_FILE, collection)
+        await asyncio.to_thread(_write_atomic, self._alias_file, collection)
         self._active = collection
 
     async def ensure_metadata_indexes(

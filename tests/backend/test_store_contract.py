@@ -415,3 +415,25 @@ async def test_server_collection_records_and_checks_the_encoder_version(tmp_path
         assert "upload the documents again" in str(exc.value)
     finally:
         await s.close()
+
+
+async def test_embedded_active_switch_survives_a_restart(tmp_path: Path) -> None:
+    settings = engine_settings(tmp_path, "edge")
+    s = EdgeStore(settings)
+    await s.ensure_collection(DIM, collection="gen2")
+    await put(s, "new", [unit(1, 0, 0, 0)], collection="gen2")
+    await s.set_active_collection("gen2")
+    await s.close()
+    again = EdgeStore(settings)
+    try:
+        assert again.collection == "gen2"
+        hits = await again.search(unit(1, 0, 0, 0), limit=5)
+        assert [h.payload["document_id"] for h in hits] == ["new"]
+    finally:
+        await again.close()
+    # Another QDRANT_COLLECTION is its own name, not redirected by the first one's switch.
+    other = EdgeStore(settings.model_copy(update={"qdrant_collection": "fresh"}))
+    try:
+        assert other.collection == "fresh" and not await other.collection_exists()
+    finally:
+        await other.close()

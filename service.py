@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 import bentoml
 from pydantic import Field
 
-from models.embedder import load_embedder
-from models.reranker import load_reranker
-from models.settings import get_settings
-from models.store import find_model
+from models.runtime.embedder import load_embedder
+from models.runtime.registry import find_model
+from models.runtime.reranker import load_reranker
+from models.runtime.settings import get_settings
 from serving import compat
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine

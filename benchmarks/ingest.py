@@ -79,10 +79,10 @@ def import_minilm(home: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import modelfactory
 
-    from models import store
+    from models.build import importer
 
     with console.status("importing all-MiniLM-L6-v2 into the model store"):
-        store.import_embedder(str(modelfactory.minilm_dir()), EMBEDDER)
+        importer.import_embedder(str(modelfactory.minilm_dir()), EMBEDDER)
 
 
 def start_services(work: Path, home: Path) -> tuple[Server, Server]:

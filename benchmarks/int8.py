@@ -68,16 +68,17 @@ def load_embedders(home: Path, threads: int) -> tuple[dict[str, Any], dict[str, 
     """Import MiniLM with int8 into the store at `home`; {precision: OnnxEmbedder}, metadata."""
     os.environ["BENTOML_HOME"] = str(home)  # before bentoml is imported
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    from models import store
-    from models.embedder.onnx import OnnxEmbedder
-    from models.settings import MLSettings
+    from models.build import importer
+    from models.runtime import registry
+    from models.runtime.embedder.onnx import OnnxEmbedder
+    from models.runtime.settings import MLSettings
 
     t0 = time.perf_counter()
-    tag = store.import_embedder(
-        minilm_path(), "embedder", source_label=store.DEFAULT_EMBEDDER_SOURCE, int8=True
+    tag = importer.import_embedder(
+        minilm_path(), "embedder", source_label=registry.DEFAULT_EMBEDDER_SOURCE, int8=True
     )
     console.print(f"imported {tag} with int8 in {time.perf_counter() - t0:.1f}s")
-    model = store.find_model(tag)
+    model = registry.find_model(tag)
     assert model is not None
     meta = dict(model.info.metadata)
     meta["path"] = model.path

@@ -193,7 +193,7 @@ def load_texts(data: Path, plan: Plan) -> tuple[TextSet, TextSet, TextSet, list[
 
 def resolve_device(device: str) -> str:
     """ "cuda" or "cpu": `auto` takes the GPU when the NVIDIA driver reports one."""
-    from models import devices
+    from models.runtime import devices
 
     if device == "auto":
         return "cuda" if devices.gpu_present() else "cpu"
@@ -311,7 +311,7 @@ class StoredModel:
 
 
 def stored(name: str) -> StoredModel:
-    from models.store import find_model, model_path
+    from models.runtime.registry import find_model, model_path
 
     model = find_model(name)
     if model is None:
@@ -329,8 +329,8 @@ class OrtReference:
     def __init__(self, model: StoredModel, threads: int, device: str = "cpu") -> None:
         from tokenizers import Tokenizer
 
-        from models.onnx_session import create_session
-        from models.settings import MLSettings
+        from models.runtime.onnx_session import create_session
+        from models.runtime.settings import MLSettings
 
         meta = model.meta
         self.max_length = int(meta["max_length"])
@@ -830,20 +830,20 @@ class Bench:
         self.home = Path(self.args.store) if self.args.store else work / "bentoml_home"
         self.home.mkdir(parents=True, exist_ok=True)
         os.environ["BENTOML_HOME"] = str(self.home)
-        # Our importer (models.store, what `ragctl models import-*` calls), in this process:
-        # one torch/transformers start-up instead of three.
-        from models import store
+        # Our importer (models.build.importer, what `ragctl models import-*` calls), in this
+        # process: one torch/transformers start-up instead of three.
+        from models.build import importer
 
         steps: list[tuple[str, Callable[[Callable[[str], None]], Any]]] = [
             (
                 "MiniLM",
-                lambda progress: store.import_embedder(
+                lambda progress: importer.import_embedder(
                     str(self.minilm), EMBEDDER, progress=progress
                 ),
             ),
             (
                 "tiny cross-encoder",
-                lambda progress: store.import_reranker(
+                lambda progress: importer.import_reranker(
                     str(modelfactory.make_tiny_cross_encoder(src / "tiny-rr")),
                     TINY_RR,
                     progress=progress,
@@ -856,7 +856,7 @@ class Bench:
             steps.append(
                 (
                     "mid-size cross-encoder",
-                    lambda progress: store.import_reranker(
+                    lambda progress: importer.import_reranker(
                         str(make_mid_cross_encoder(src / "mid-rr", self.minilm)),
                         MID_RR,
                         progress=progress,
@@ -988,9 +988,9 @@ class Bench:
         self.progress.update(task, description="in-process ORT: done")
 
     def inprocess_runtime(self) -> None:
-        """Our own runtime (models.embedder.onnx.OnnxEmbedder.embed), in-process."""
-        from models.embedder import load_embedder
-        from models.settings import MLSettings
+        """Our own runtime (models.runtime.embedder.onnx.OnnxEmbedder.embed), in-process."""
+        from models.runtime.embedder import load_embedder
+        from models.runtime.settings import MLSettings
 
         task = self.progress.add_task("OnnxEmbedder.embed()", total=1)
         try:
@@ -1713,7 +1713,8 @@ def build_report(b: Bench) -> tuple[list[str], list[Section], dict[str, Any]]:
             [
                 "Both rerankers are randomly initialised BERTs with the MiniLM tokenizer (tiny: "
                 "the tests' modelfactory one), imported with our importer "
-                "(models.store.import_reranker, what `ragctl models import-reranker` runs); "
+                "(models.build.importer.import_reranker, what `ragctl models import-reranker` "
+                "runs); "
                 "FlagReranker.compute_score runs in-process on the stored folder with the same "
                 "max_length, one request (100 pairs) per call. The ml-api is measured with each "
                 "ML_API_RERANKER_BACKEND (flag = FlagEmbedding/PyTorch, onnx = ONNX Runtime).",

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.embedder.base import Embedder
-from models.reranker.base import Reranker
-from models.settings import MLSettings
+from models.runtime.embedder.base import Embedder
+from models.runtime.reranker.base import Reranker
+from models.runtime.settings import MLSettings
 from serving.batcher import Batcher, BatchStats, Overloaded
 from serving.errors import APIError
 from serving.metrics import observe_batch

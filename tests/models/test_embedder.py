@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from models_support import TINY_CLS, TINY_LAST, TINY_MEAN, Defaults, Sources
 
-from models.embedder import load_embedder
-from models.embedder.onnx import OnnxEmbedder
-from models.onnx_session import to_fp16
-from models.settings import MLSettings
+from models.runtime.embedder import load_embedder
+from models.runtime.embedder.onnx import OnnxEmbedder
+from models.runtime.onnx_session import to_fp16
+from models.runtime.settings import MLSettings
 
 TOL = 1e-4
 
@@ -181,7 +181,7 @@ def test_fp16_conversion_runs(tiny_store: dict[str, str]) -> None:
     """The GPU path's float16 conversion (run here on the CPU provider): close to float32."""
     import onnxruntime as ort
 
-    from models.store import find_model
+    from models.runtime.registry import find_model
 
     path = Path(find_model(TINY_MEAN).path) / "model.onnx"
     model = to_fp16(path)

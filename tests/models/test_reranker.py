@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from models_support import TINY_RERANKER, Sources
 
-from models import store
-from models.reranker import load_reranker
-from models.reranker.flag import FlagCrossEncoder
-from models.reranker.onnx import OnnxCrossEncoder
-from models.settings import MLSettings
+from models.build import importer
+from models.runtime.reranker import load_reranker
+from models.runtime.reranker.flag import FlagCrossEncoder
+from models.runtime.reranker.onnx import OnnxCrossEncoder
+from models.runtime.settings import MLSettings
 
 FLAG_TOL = 1e-5
 ONNX_TOL = 1e-4  # ORT fuses/reorders float32 math; measured ~5e-7 on the tiny model
@@ -181,7 +181,7 @@ def test_missing_reranker(bentoml_home: Path) -> None:
 
 
 def test_onnx_backend_needs_the_export(sources: Sources, empty_store: Path) -> None:
-    store.import_reranker(str(sources.cross_encoder), "no-onnx", onnx=False)
+    importer.import_reranker(str(sources.cross_encoder), "no-onnx", onnx=False)
     with pytest.raises(FileNotFoundError, match=r"no model\.onnx"):
         load_reranker(settings(reranker="no-onnx", reranker_backend="onnx"))
     assert isinstance(load_reranker(settings(reranker="no-onnx")), FlagCrossEncoder)

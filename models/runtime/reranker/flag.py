@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from models import devices
-from models.batching import plan_batches
-from models.reranker.base import RerankerInfo
-from models.reranker.pairs import cut_texts
-from models.settings import MLSettings
+from models.runtime import devices
+from models.runtime.batching import plan_batches
+from models.runtime.reranker.base import RerankerInfo
+from models.runtime.reranker.pairs import cut_texts
+from models.runtime.settings import MLSettings
 
 log = logging.getLogger(__name__)
 

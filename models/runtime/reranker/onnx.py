@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from models.batching import plan_batches
-from models.onnx_session import OrtSession, create_session
-from models.reranker.base import RerankerInfo
-from models.reranker.pairs import PairTokenizer
-from models.settings import MLSettings
+from models.runtime.batching import plan_batches
+from models.runtime.onnx_session import OrtSession, create_session
+from models.runtime.reranker.base import RerankerInfo
+from models.runtime.reranker.pairs import PairTokenizer
+from models.runtime.settings import MLSettings
 
 
 class OnnxCrossEncoder:

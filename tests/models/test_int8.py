@@ -203,7 +203,7 @@ def test_reimport_command_for_the_default_embedder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("device", "gpu", "int8"),
+    ("device", "gpu", "expect_int8"),
     [
         ("auto", True, False),  # GPU: the usual fp16/fp32 model, with a warning
         ("cuda", True, False),
@@ -213,7 +213,7 @@ def test_reimport_command_for_the_default_embedder(tmp_path: Path) -> None:
     ],
 )
 def test_int8_only_on_cpu(
-    device: str, gpu: bool, int8: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    device: str, gpu: bool, expect_int8: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     for f in ("model.onnx", int8.INT8_FILE, int8.CHECK_FILE):
         (tmp_path / f).write_bytes(b"")
@@ -221,10 +221,10 @@ def test_int8_only_on_cpu(
     s = MLSettings(device=device, embedder_precision="int8")  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="models.runtime.int8"):
         path, chosen = int8.select_embedder_onnx(tmp_path, meta, s, gpu, "e:1")
-    assert chosen is int8
-    assert path.name == (int8.INT8_FILE if int8 else "model.onnx")
+    assert chosen is expect_int8
+    assert path.name == (int8.INT8_FILE if expect_int8 else "model.onnx")
     warned = [r for r in caplog.records if "applies on CPU only" in r.getMessage()]
-    assert bool(warned) is (not int8)
+    assert bool(warned) is (not expect_int8)
     # fp32 asked for: model.onnx, no warning, int8 file or not
     path, chosen = int8.select_embedder_onnx(tmp_path, {}, MLSettings(device=device), gpu, "e:1")  # type: ignore[arg-type]
     assert (path.name, chosen) == ("model.onnx", False)

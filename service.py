@@ -73,9 +73,10 @@ class MLService:
     def _warm_up(self) -> None:
         # First runs allocate arenas and pick kernels; do it before /readyz says ready.
         texts = ["warm up", "a somewhat longer sentence to warm up the kernels " * 8]
-        self.engine.embedder.embed(texts)
-        if self.engine.reranker is not None:
-            self.engine.reranker.score([("warm up", t) for t in texts])
+        embedder, reranker = self.engine.embedder, self.engine.reranker
+        embedder.forward(embedder.tokenize(texts))
+        if reranker is not None:
+            reranker.forward(reranker.encode([("warm up", t) for t in texts]))
 
     def __is_ready__(self) -> bool:
         return getattr(self, "ready", False)

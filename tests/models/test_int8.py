@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models_support import TINY_MEAN, Sources
+from models_support import TINY_MEAN, Sources, embed
 
 from models.build import importer, quantize
 from models.runtime import int8, registry
@@ -158,7 +158,7 @@ def test_runtime_loads_the_int8_file(tiny_int8: str) -> None:
     assert (q8.onnx_file.name, q8.precision) == (int8.INT8_FILE, "int8")
     assert (fp32.onnx_file.name, fp32.precision) == ("model.onnx", "fp32")
     assert q8.info.device == "cpu" and q8.info.tag == tiny_int8
-    a, b = q8.embed(SENTENCES), fp32.embed(SENTENCES)
+    a, b = embed(q8, SENTENCES), embed(fp32, SENTENCES)
     assert a.shape == b.shape and a.dtype == np.float32
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert float((a * b).sum(axis=1).min()) > 0.98
@@ -171,12 +171,12 @@ def test_minilm_int8_close_to_fp32_but_not_equal(minilm_int8: str) -> None:
     fp32 = load_embedder(settings(embedder=MINILM_INT8))
     assert isinstance(q8, OnnxEmbedder)
     assert q8.onnx_file.name == int8.INT8_FILE
-    a, b = q8.embed(SENTENCES), fp32.embed(SENTENCES)
+    a, b = embed(q8, SENTENCES), embed(fp32, SENTENCES)
     cos = (a * b).sum(axis=1)
     assert cos.min() > 0.98, cos
     assert np.abs(a - b).max() > 1e-3  # really the quantized model
     # the ranking of documents for a query survives
-    q = q8.embed(["capital city of France"]) @ a[1:4].T
+    q = embed(q8, ["capital city of France"]) @ a[1:4].T
     assert int(q.argmax()) == 0
 
 

@@ -9,18 +9,12 @@ from typing import Any
 import numpy as np
 
 from models.runtime import devices, int8
-from models.runtime.batching import plan_batches
 from models.runtime.embedder.base import EmbedderInfo, Pooling
 from models.runtime.onnx_session import OrtSession, create_session
 from models.runtime.registry import find_model
 from models.runtime.settings import MLSettings
 
 log = logging.getLogger(__name__)
-
-
-def l2_normalize(v: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return (v / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
@@ -153,13 +147,3 @@ class OnnxEmbedder:
             input_ids[i, : len(ids)] = ids
             mask[i, : len(ids)] = 1
         return self._pooled(input_ids, mask)
-
-    def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
-        ids = self.tokenize(texts, truncate=True)
-        out = np.zeros((len(ids), self.dimension), dtype=np.float32)
-        budget = self.settings.batch_token_budget(self.ort.on_gpu)
-        for idx in plan_batches(
-            [len(x) for x in ids], budget, self.settings.batch_item_cap(self.ort.on_gpu)
-        ):
-            out[idx] = self.forward([ids[i] for i in idx])
-        return l2_normalize(out) if normalize else out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stack import ROOT
 
-PACKAGES = ("backend", "models", "serving", "ragctl")
+PACKAGES = ("backend", "models", "serving", "ragctl", "benchmarks")
 TOP_MODULES = ("service",)
 
 
@@ -216,11 +216,11 @@ def test_the_ml_api_loads_only_the_runtime() -> None:
 def test_layers() -> None:
     rules = {
         # importer: prefixes it must not import
-        "models": ("serving", "backend", "ragctl", "service"),
+        "models": ("serving", "backend", "ragctl", "service", "benchmarks"),
         "models.runtime": ("models.build",),
-        "serving": ("models.build", "backend", "ragctl", "service"),
-        "backend": ("models", "serving", "ragctl", "service"),
-        "ragctl": ("backend", "serving", "service"),
+        "serving": ("models.build", "backend", "ragctl", "service", "benchmarks"),
+        "backend": ("models", "serving", "ragctl", "service", "benchmarks"),
+        "ragctl": ("backend", "serving", "service", "benchmarks"),
     }
     bad = []
     for name, mod in GRAPH.items():
@@ -231,3 +231,15 @@ def test_layers() -> None:
                 if under(dep, *banned):
                     bad.append(f"{name} -> {dep}")
     assert not bad, "imports across layers:\n" + "\n".join(sorted(bad))
+
+
+def test_the_benchmark_harness_imports_no_benchmark() -> None:
+    """benchmarks/harness/ is what the benchmarks share; a benchmark script is no library."""
+    bad = [
+        f"{name} -> {dep}"
+        for name, mod in GRAPH.items()
+        if under(name, "benchmarks.harness")
+        for dep in mod.runtime
+        if under(dep, "benchmarks") and dep != "benchmarks" and not under(dep, "benchmarks.harness")
+    ]
+    assert not bad, "\n".join(bad)

@@ -39,9 +39,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.beir import METRICS, evaluate, load_beir, select_subset
-from benchmarks.embed_cache import RESULTS, minilm_path
 from benchmarks.harness import inprocess
+from benchmarks.harness.beir import METRICS, evaluate, load_beir, select_subset
+from benchmarks.harness.embed_cache import RESULTS, minilm_path
 from benchmarks.quality_inprocess import DEFAULT_DATA, TOP, top_k_runs
 
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -1279,7 +1279,7 @@ class Bench:
     def ingest(self, work: Path) -> None:
         """SciFact through the backend against embedding the same chunks alone (ingest.py)."""
         from benchmarks import ingest
-        from benchmarks.beir import load_beir
+        from benchmarks.harness.beir import load_beir
 
         self.section_load["ingest"] = loadavg()
         data = ingest.subset(load_beir(self.args.data, "train"), self.plan.ingest_docs)

@@ -118,6 +118,8 @@ class FlagCrossEncoder:
         )
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
+        if not texts:  # transformers' tokenizers reject an empty batch
+            return []
         unique = list(dict.fromkeys(texts))  # usually one query for every pair
         with self._tok_lock:
             ids = self.tokenizer(unique, add_special_tokens=False, return_tensors=None)["input_ids"]

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime.batching import plan_batches
 from models.runtime.settings import MLSettings
+from serving.batch_plan import plan_batches
 from serving.engine import l2_normalize
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime.batching import plan_batches
+from serving.batch_plan import plan_batches
 from serving.engine import l2_normalize
 
 TINY_MEAN = "tiny-embedder"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from models.runtime import devices
-from models.runtime.batching import plan_batches
 from models.runtime.onnx_session import create_session, session_options
 from models.runtime.settings import MLSettings
+from serving.batch_plan import plan_batches
 
 CPU = devices.CPU_EP
 CUDA = devices.CUDA_EP

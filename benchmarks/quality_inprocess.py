@@ -39,8 +39,8 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.store.sparse import BM25Encoder
-from benchmarks.beir import METRICS, evaluate, load_beir, ranking_from_scores, select_subset
-from benchmarks.embed_cache import RESULTS, reference_embeddings
+from benchmarks.harness.beir import METRICS, evaluate, load_beir, ranking_from_scores, select_subset
+from benchmarks.harness.embed_cache import RESULTS, reference_embeddings
 
 DEFAULT_DATA = Path("/work/shared/eval/scifact")
 TOP = 100  # results per query (Recall@100)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from models.batching import plan_batches
+from serving.batch_plan import plan_batches
 
 log = logging.getLogger(__name__)
 

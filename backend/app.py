@@ -23,7 +23,8 @@ from backend.mlapi import MLClient
 from backend.registry import Registry
 from backend.routes import documents, health, query
 from backend.settings import Settings, get_settings
-from backend.store import StoreError, VectorStore
+from backend.store import StoreError
+from backend.store.select import open_store
 from backend.web import mount_web
 
 log = logging.getLogger("ragstack.backend")
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         registry = Registry(settings.registry_path)
         try:
-            store = VectorStore(settings)
+            store = open_store(settings)
         except StoreError as exc:  # folder locked, BM25 version, failed migration
             registry.close()
             log.critical("%s", exc)

@@ -8,7 +8,8 @@
 - `maintenance`: index rebuilds off the serving path for the embedded engine;
 - `migrate`: moves a folder written by earlier versions (qdrant-client local mode) to `edge`.
 
-`VectorStore(settings)` (or `open_store`) opens the engine the settings ask for.
+`backend.store.select.open_store(settings)` opens the engine the settings ask for (it is not
+re-exported here: the package must not import its engines, or every engine would import itself).
 """
 
 from backend.store.base import (
@@ -23,7 +24,6 @@ from backend.store.base import (
     VectorStore,
     point_id,
 )
-from backend.store.select import open_store
 
 __all__ = [
     "DENSE",
@@ -35,6 +35,5 @@ __all__ = [
     "StoreHealth",
     "StoreLocked",
     "VectorStore",
-    "open_store",
     "point_id",
 ]

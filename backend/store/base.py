@@ -165,16 +165,6 @@ class VectorStore(abc.ABC):
     engine: Literal["embedded", "server"]
     location: str  # folder or URL, for messages and /health
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> VectorStore:
-        # `VectorStore(settings)` opens the configured engine (what callers did before there
-        # were two); subclasses construct themselves.
-        if cls is VectorStore:
-            from backend.store.select import engine_class
-
-            settings = args[0] if args else kwargs["settings"]
-            return super().__new__(engine_class(settings, kwargs.get("client")))
-        return super().__new__(cls)
-
     @property
     def local(self) -> bool:
         """True for the embedded engine (kept for callers written before the interface)."""

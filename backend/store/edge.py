@@ -161,7 +161,9 @@ class Collection:
 class EdgeStore(VectorStore):
     engine: Literal["embedded", "server"] = "embedded"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, prepare: Callable[[Settings], object] | None = None
+    ) -> None:
         self.settings = settings
         self.root = edge_root(settings)
         self.location = str(settings.qdrant_folder)
@@ -174,9 +176,8 @@ class EdgeStore(VectorStore):
             self._lock_file = None
             raise StoreLocked(locked_message(settings.qdrant_folder)) from None
         try:
-            from backend.store.migrate import migrate
-
-            migrate(settings)  # a folder written by earlier versions: copy it over, once
+            if prepare is not None:
+                prepare(settings)  # e.g. migrate a folder written by earlier versions, once
         except BaseException:
             self._lock_file.close()
             self._lock_file = None

@@ -10,17 +10,14 @@ if TYPE_CHECKING:
     from backend.store.base import VectorStore
 
 
-def engine_class(settings: Settings, client: Any = None) -> type[VectorStore]:
+def open_store(settings: Settings, client: Any = None) -> VectorStore:
     if settings.qdrant_url or client is not None:
         from backend.store.server import ServerStore
 
-        return ServerStore
+        return ServerStore(settings, client)
     from backend.store.edge import EdgeStore
+    from backend.store.migrate import migrate
 
-    return EdgeStore
-
-
-def open_store(settings: Settings, client: Any = None) -> VectorStore:
-    if client is not None:
-        return engine_class(settings, client)(settings, client)  # type: ignore[call-arg]
-    return engine_class(settings)(settings)  # type: ignore[call-arg]
+    # The migration of a folder written by earlier versions runs inside the engine's folder
+    # lock; it is handed in because it writes through the engine's shard code (no import loop).
+    return EdgeStore(settings, prepare=migrate)

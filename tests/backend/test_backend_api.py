@@ -24,6 +24,7 @@ from backend.ingest.chunk import Chunk
 from backend.registry import Registry, Status
 from backend.settings import Settings
 from backend.store import VectorStore
+from backend.store.select import open_store
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens on the discard port
 # Ingestion slow enough to be caught in the act: one tiny chunk per /embed request.
@@ -558,7 +559,7 @@ def test_startup_recovery(api_settings: Settings) -> None:
     reg.close()
 
     async def seed() -> None:
-        store = VectorStore(s)
+        store = open_store(s)
         await store.ensure_collection(32)
         for doc in (half, dying):
             await store.upsert(

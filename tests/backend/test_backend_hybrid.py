@@ -10,6 +10,7 @@ import pytest
 from backend.ingest.chunk import Chunk
 from backend.settings import Settings
 from backend.store import VectorStore
+from backend.store.select import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +27,7 @@ QUERY_VECTOR = [0.9, 0.1, 0.42]
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[VectorStore]:
-    s = VectorStore(settings)
+    s = open_store(settings)
     await s.ensure_collection(3)
     for name, text in DOCS.items():
         await s.upsert(
@@ -82,7 +83,7 @@ async def test_collection_without_named_vectors_is_refused(settings: Settings) -
     from backend.store import StoreError
 
     # A foreign collection on the server API (qdrant-client local mode stands in for a server).
-    s = VectorStore(settings, client=None if settings.qdrant_url else QdrantClient(":memory:"))
+    s = open_store(settings, client=None if settings.qdrant_url else QdrantClient(":memory:"))
     await s._run(
         s.client.create_collection,
         s.collection,

@@ -17,7 +17,7 @@ import pytest
 from backend_support import Backend, StartBackend, launch_backend, make_docx, make_html, make_pdf
 
 from backend.settings import Settings
-from backend.store import VectorStore
+from backend.store.select import open_store
 
 TEXT = (
     "The lighthouse keeper climbs the spiral stairs every evening to light the lamp. "
@@ -29,7 +29,7 @@ def count_points(data_dir: Path, document_id: str | None = None) -> int:
     """Open the embedded Qdrant folder directly (its backend must be stopped) and count."""
 
     async def run() -> int:
-        store = VectorStore(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
+        store = open_store(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
         try:
             return await store.count(document_id)
         finally:

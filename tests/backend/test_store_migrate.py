@@ -12,9 +12,9 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from backend.settings import Settings
-from backend.store import VectorStore
 from backend.store.edge import EdgeStore
 from backend.store.migrate import MOVED_TO, legacy_layout
+from backend.store.select import open_store
 from backend.store.sparse import BM25Encoder
 
 pytestmark = pytest.mark.anyio
@@ -78,7 +78,7 @@ async def test_old_local_mode_folder_is_migrated_with_every_chunk(tmp_path: Path
     written = old_release_folder(settings, docs=30, chunks=5)
     assert legacy_layout(settings.qdrant_folder)
 
-    store = VectorStore(settings)  # the default engine: migrates on open
+    store = open_store(settings)  # the default engine: migrates on open
     try:
         assert isinstance(store, EdgeStore)
         assert await store.count() == len(written)
@@ -107,7 +107,7 @@ async def test_old_local_mode_folder_is_migrated_with_every_chunk(tmp_path: Path
     # The old files were moved aside, not deleted, and a second open does not migrate again.
     assert not legacy_layout(settings.qdrant_folder)
     assert (settings.qdrant_folder / MOVED_TO / "collection").is_dir()
-    again = VectorStore(settings)
+    again = open_store(settings)
     try:
         assert await again.count() == len(written)
     finally:

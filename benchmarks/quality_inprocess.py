@@ -38,7 +38,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from backend.ingest.sparse import BM25Encoder
+from backend.store.sparse import BM25Encoder
 from benchmarks.beir import METRICS, evaluate, load_beir, ranking_from_scores, select_subset
 from benchmarks.embed_cache import RESULTS, reference_embeddings
 

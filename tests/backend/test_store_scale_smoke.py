@@ -99,4 +99,4 @@ def test_store_scale_smoke(tmp_path: Path) -> None:
         edge, local = (res[e]["serve"]["latency"][key]["top10"] for e in ("edge", "local"))
         assert all(set(a) & set(b) for a, b in zip(edge, local, strict=True)), key
     text = md.read_text()
-    assert "#### 2,000 points" in text and "| upsert (points/s) |" in text and "Ratios:" in text
+    assert "### 2,000 points" in text and "| upsert (points/s) |" in text and "Ratios:" in text

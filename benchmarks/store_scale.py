@@ -250,7 +250,9 @@ class EdgeEngine:
             must.append(qe.Filter(should=should))
         return qe.Filter(must=must)
 
-    def query(self, kind: str, vec: np.ndarray, sp: Any, spec: dict[str, Any]) -> list[str]:
+    def query(
+        self, kind: str, vec: np.ndarray, sp: Any, spec: dict[str, Any], text: str = ""
+    ) -> list[str]:
         qe = self.qe
         f = self._filter(spec)
         dense = qe.Query.Nearest(vec.tolist(), using="dense")
@@ -376,7 +378,9 @@ class LocalEngine:
             must.append(qm.Filter(should=should))
         return qm.Filter(must=must)
 
-    def query(self, kind: str, vec: np.ndarray, sp: Any, spec: dict[str, Any]) -> list[str]:
+    def query(
+        self, kind: str, vec: np.ndarray, sp: Any, spec: dict[str, Any], text: str = ""
+    ) -> list[str]:
         # In a timed threaded run, a thread still waiting for the lock at the deadline gives up
         # (otherwise every thread's queued query would run after it, serially: minutes at 10^5).
         timeout = -1 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
@@ -413,7 +417,18 @@ class LocalEngine:
         return [str(p.id) for p in r.points]
 
 
-ENGINES: dict[str, Callable[[Path], Any]] = {"edge": EdgeEngine, "local": LocalEngine}
+def backend_engine(folder: Path) -> Any:
+    """The backend's store (backend/store), on branches that have it."""
+    from store_scale_backend import BackendEngine
+
+    return BackendEngine(folder)
+
+
+ENGINES: dict[str, Callable[[Path], Any]] = {
+    "edge": EdgeEngine,
+    "local": LocalEngine,
+    "backend": backend_engine,
+}
 
 
 # -- child processes ---------------------------------------------------------------------------
@@ -476,7 +491,7 @@ def timed_queries(
         qi = i % len(b.queries)
         spec = query_filter_spec(fk, size, rng)
         t = time.monotonic()
-        tops.append(eng.query(kind, b.qvecs[qi], b.qsparse[qi], spec))
+        tops.append(eng.query(kind, b.qvecs[qi], b.qsparse[qi], spec, text=b.queries[qi]))
         lat.append(time.monotonic() - t)
         if time.monotonic() > t_end:
             break
@@ -503,7 +518,7 @@ def threaded(
             spec = query_filter_spec(fk, size, rng)
             t = time.monotonic()
             try:
-                eng.query(kind, b.qvecs[qi], b.qsparse[qi], spec)
+                eng.query(kind, b.qvecs[qi], b.qsparse[qi], spec, text=b.queries[qi])
             except DeadlinePassed:
                 break
             except Exception as exc:  # a swap race would show here
@@ -543,7 +558,9 @@ def child_serve(a: argparse.Namespace, b: Base) -> dict[str, Any]:
     t = time.monotonic()
     eng.open()
     res: dict[str, Any] = {"reopen_s": time.monotonic() - t}
-    eng.query("dense", b.qvecs[0], b.qsparse[0], {})  # first query pages things in
+    eng.query(
+        "dense", b.qvecs[0], b.qsparse[0], {}, text=b.queries[0]
+    )  # first query pages things in
     res["rss_open_mb"] = rss_mb() - r0
     lat: dict[str, Any] = {}
     too_slow: set[str] = set()
@@ -616,6 +633,8 @@ def child_serve(a: argparse.Namespace, b: Base) -> dict[str, Any]:
             maint["build"] = "swapped in"
         else:
             maint["build"] = f"failed rc={proc.returncode}"
+    if hasattr(eng, "rebuild"):  # the backend's own maintenance step
+        maint.update(eng.rebuild(a.load_seconds))
     qt.join()
     stop.set()
     wt.join()
@@ -951,7 +970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
         all_res[size] = res
         lines = [
-            f"#### {size:,} points",
+            f"### {size:,} points",
             "",
             "| | " + " | ".join(engines) + " |",
             "|---|" + "---|" * len(engines),
@@ -974,7 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             x for x in (argv if argv is not None else sys.argv[1:])
         )
         head = (
-            f"### Store scale (`store_scale.py`), {started:%Y-%m-%d %H:%M} UTC\n\n"
+            f"## Store scale (`store_scale.py`), {started:%Y-%m-%d %H:%M} UTC\n\n"
             f"Machine: {machine()}. {versions()}. Command: `{cmd}`.\n"
         )
         with open(a.append, "a", encoding="utf-8") as fh:

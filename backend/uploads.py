@@ -20,8 +20,8 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from backend.errors import retry_after, validation_detail
-from backend.guards import BodyTooLarge, UploadGate, queue_full
+from backend.errors import TOO_DEEP, retry_after, validation_detail
+from backend.guards import BodyReadError, UploadGate, queue_full
 from backend.ingest import isolate
 from backend.ingest.parse import (
     ISOLATED_PRECHECK,
@@ -40,6 +40,10 @@ from backend.store import VectorStore
 _metadata_adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(Metadata)
 MAX_FILENAME_CHARS = 255
 SPOOL_RETRY_AFTER_S = 30.0
+# A multipart form carries `files` and `metadata`; a few more fields are tolerated (clients add
+# their own), and a non-file field (the metadata JSON) is small.
+EXTRA_FORM_FIELDS = 8
+MAX_FIELD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -127,6 +131,8 @@ def _parse_metadata(raw: Any) -> dict[str, Any]:
         return {}
     try:
         return _metadata_adapter.validate_python(json.loads(raw))
+    except RecursionError:
+        raise HTTPException(422, f"metadata: {TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         raise HTTPException(422, f"metadata: not valid JSON ({exc.msg})") from None
     except ValidationError as exc:
@@ -136,18 +142,17 @@ def _parse_metadata(raw: Any) -> dict[str, Any]:
 async def _from_multipart(
     request: Request, settings: Settings, ingestor: Ingestor, incoming: list[Incoming]
 ) -> None:
+    max_files = settings.max_files_per_upload
     try:
         form = await request.form(
-            max_files=settings.max_files_per_upload, max_fields=settings.max_files_per_upload + 8
+            max_files=max_files,
+            max_fields=max_files + EXTRA_FORM_FIELDS,
+            max_part_size=MAX_FIELD_BYTES,
         )
-    except BodyTooLarge:
+    except BodyReadError:
         raise
     except HTTPException as exc:  # starlette's own limits and malformed bodies
-        status = 413 if "Too many" in str(exc.detail) else 400
-        detail = f"multipart body: {exc.detail}"
-        if status == 413:
-            detail += f" (MAX_FILES_PER_UPLOAD={settings.max_files_per_upload})"
-        raise HTTPException(status, detail) from None
+        raise _form_error(str(exc.detail), max_files) from None
     try:
         uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
         if not uploads:
@@ -170,13 +175,36 @@ async def _from_multipart(
         await form.close()
 
 
+def _form_error(message: str, max_files: int) -> HTTPException:
+    """Starlette's multipart limit messages -> 413 naming our limit; anything else is a 400."""
+    if message.startswith("Too many files"):
+        return HTTPException(
+            413, f"multipart body: more than {max_files} files (MAX_FILES_PER_UPLOAD)"
+        )
+    if message.startswith("Too many fields"):
+        return HTTPException(
+            413,
+            f"multipart body: more than {max_files + EXTRA_FORM_FIELDS} form fields"
+            f" (MAX_FILES_PER_UPLOAD + {EXTRA_FORM_FIELDS})",
+        )
+    if "exceeded maximum size" in message:
+        return HTTPException(
+            413,
+            f"multipart body: a form field other than a file is over {MAX_FIELD_BYTES} bytes"
+            " (fixed limit; metadata is at most 32 short values)",
+        )
+    return HTTPException(400, f"multipart body: {message}")
+
+
 async def _from_json(
     request: Request, settings: Settings, ingestor: Ingestor, incoming: list[Incoming]
 ) -> None:
     try:
         body = await request.json()
-    except BodyTooLarge:
+    except BodyReadError:
         raise
+    except RecursionError:
+        raise HTTPException(422, f"body: {TOO_DEEP}") from None
     except ValueError:
         raise HTTPException(422, "body: not valid JSON") from None
     try:
@@ -234,9 +262,16 @@ async def receive(
             else:
                 await _from_json(request, settings, ingestor, incoming)
             # All files are checked before any is registered: one bad file rejects the request.
+            # The queue places are reserved without an await between check and reservation,
+            # so concurrent uploads cannot pass MAX_PENDING_DOCUMENTS together.
             if ingestor.pending + len(incoming) > settings.max_pending_documents:
                 raise queue_full(ingestor.pending, len(incoming), settings.max_pending_documents)
-            return [await _register(registry, ingestor, item) for item in incoming]
+            with ingestor.reserve(len(incoming)) as reservation:
+                registered = []
+                for item in incoming:
+                    registered.append(await _register(registry, ingestor, item))
+                    reservation.release(1)  # now queued (or a duplicate): counted as such
+                return registered
         finally:
             for item in incoming:
                 if item.spooled is not None:

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import HTTPException
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from backend.errors import TOO_DEEP, retry_after, validation_detail
@@ -151,7 +152,8 @@ async def _from_multipart(
         )
     except BodyReadError:
         raise
-    except HTTPException as exc:  # starlette's own limits and malformed bodies
+    except StarletteHTTPException as exc:  # starlette's limits and malformed bodies (not
+        # fastapi.HTTPException, which is a subclass)
         raise _form_error(str(exc.detail), max_files) from None
     try:
         uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]

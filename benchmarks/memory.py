@@ -94,12 +94,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--append", type=Path, default=None)
+    ap.add_argument("--modes", default="arena,off,shrink", help="ML_API_ORT_MEMORY values")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ragstack-memory-") as tmp:
         store, work = Path(tmp) / "store", Path(tmp) / "work"
         prepare_store(store, "minilm", None)
         rows = []
-        for mode in ("arena", "off", "shrink"):
+        for mode in args.modes.split(","):
             r = variant(store, work, mode, args.rounds)
             growth = (r["rest"] - r["warm"]) / r["warm"] * 100
             rows.append(

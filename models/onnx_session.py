@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -37,10 +38,32 @@ class OrtSession:
         return self.device.startswith("cuda")
 
     run_options: Any = None  # onnxruntime.RunOptions applied to every run
+    trim_after: int = 0  # input elements from which a run ends with malloc_trim (0: never)
 
     def run(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         typed = {k: v.astype(self.input_types[k], copy=False) for k, v in feeds.items()}
-        return self.session.run([output], typed, self.run_options)[0]
+        result = self.session.run([output], typed, self.run_options)[0]
+        if self.trim_after and max(v.size for v in typed.values()) >= self.trim_after:
+            _malloc_trim()
+        return result
+
+
+def _malloc_trim() -> None:
+    """glibc keeps freed heap memory of a large batch (its mmap threshold grows with each large
+    free); trimming hands it back. A few ms, so only after large batches."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        except OSError:  # not glibc: nothing to trim
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+# A batch of at least this many tokens is "large" (e.g. 16 x 512).
+TRIM_AFTER_TOKENS = 8192
 
 
 def run_options(settings: MLSettings, on_gpu: bool) -> Any:
@@ -143,4 +166,5 @@ def create_session(
         input_types=types,
         workdir=workdir,
         run_options=run_options(settings, on_cuda),
+        trim_after=TRIM_AFTER_TOKENS if settings.ort_memory == "shrink" and not on_cuda else 0,
     )

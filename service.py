@@ -16,7 +16,7 @@ from models.runtime.embedder import load_embedder
 from models.runtime.registry import find_model
 from models.runtime.reranker import load_reranker
 from models.runtime.settings import get_settings
-from serving import compat
+from serving import clientlog, compat
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
@@ -56,6 +56,7 @@ class MLService:
         reranker_model = bentoml.models.BentoModel(settings.reranker)
 
     def __init__(self) -> None:
+        clientlog.install()
         embedder = load_embedder(settings)
         reranker = load_reranker(settings)
         self.engine = Engine(embedder, reranker, settings)
@@ -218,5 +219,8 @@ class MLService:
 
 
 MLService.add_asgi_middleware(  # type: ignore[attr-defined]
-    EdgeMiddleware, max_payload_bytes=settings.max_payload_bytes, api_key=settings.api_key
+    EdgeMiddleware,
+    max_payload_bytes=settings.max_payload_bytes,
+    api_key=settings.api_key,
+    body_timeout_s=settings.body_timeout_s,
 )

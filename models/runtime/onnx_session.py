@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -36,9 +37,44 @@ class OrtSession:
     def on_gpu(self) -> bool:
         return self.device.startswith("cuda")
 
+    run_options: Any = None  # onnxruntime.RunOptions applied to every run
+    trim_after: int = 0  # input elements from which a run ends with malloc_trim (0: never)
+
     def run(self, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         typed = {k: v.astype(self.input_types[k], copy=False) for k, v in feeds.items()}
-        return self.session.run([output], typed)[0]
+        result = self.session.run([output], typed, self.run_options)[0]
+        if self.trim_after and max(v.size for v in typed.values()) >= self.trim_after:
+            _malloc_trim()
+        return result
+
+
+def _malloc_trim() -> None:
+    """glibc keeps freed heap memory of a large batch (its mmap threshold grows with each large
+    free); trimming hands it back. A few ms, so only after large batches."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        except OSError:  # not glibc: nothing to trim
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+# A batch of at least this many tokens is "large" (e.g. 16 x 512).
+TRIM_AFTER_TOKENS = 8192
+
+
+def run_options(settings: MLSettings, on_gpu: bool) -> Any:
+    """With `shrink`, each run hands the arena's unused chunks back once it ends: the arena
+    serves the run's many tensors fast and does not keep a large batch's peak afterwards."""
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    if settings.ort_memory == "shrink" and not on_gpu:
+        ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return ro
 
 
 def session_options(settings: MLSettings) -> Any:
@@ -52,6 +88,10 @@ def session_options(settings: MLSettings) -> Any:
     spin = "1" if settings.ort_spinning else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    # The CPU arena keeps the peak of the largest batch forever, and memory patterns are cached
+    # per input shape; with many padded shapes both only grow (see run_options for `shrink`).
+    so.enable_cpu_mem_arena = settings.ort_memory != "off"
+    so.enable_mem_pattern = settings.ort_memory == "arena"
     so.log_severity_level = 3  # errors only; the provider check below reports fallbacks
     return so
 
@@ -125,4 +165,6 @@ def create_session(
         dtype="float16" if fp16 else "float32",
         input_types=types,
         workdir=workdir,
+        run_options=run_options(settings, on_cuda),
+        trim_after=TRIM_AFTER_TOKENS if settings.ort_memory == "shrink" and not on_cuda else 0,
     )

@@ -55,11 +55,9 @@ META_VALUES = np.round(np.arange(0, 10, 0.01), 2)  # metadata.score is one of th
 
 
 def bm25_encoder() -> Any:
-    """The backend's encoder, wherever the current branch keeps it."""
-    try:
-        from backend.store.sparse import BM25Encoder
-    except ImportError:
-        from backend.ingest.sparse import BM25Encoder
+    """The backend's own encoder, so the sparse vectors are the ones the backend stores."""
+    from backend.store.sparse import BM25Encoder
+
     return BM25Encoder()
 
 

@@ -10,10 +10,10 @@ import numpy as np
 
 from models.runtime import devices, int8
 from models.runtime.embedder.base import EmbedderInfo, Pooling
+from models.runtime.embedder.truncation import encode_truncated
 from models.runtime.onnx_session import OrtSession, create_session
 from models.runtime.registry import find_model
 from models.runtime.settings import MLSettings
-from models.runtime.embedder.truncation import encode_truncated
 
 log = logging.getLogger(__name__)
 

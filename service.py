@@ -6,6 +6,7 @@ Only HTTP wiring lives here. The runtimes are in `models/`, batching and the sha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any, Literal
 
@@ -20,9 +21,22 @@ from serving import compat
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
+from serving.guard import RequestGuard, fields_from_openapi
 from serving.info import info_app
 from serving.openapi import with_error_responses
-from serving.schemas import OpenAIEmbeddingList, RerankHit, RerankResponse, Text, Texts, TokenIds
+from serving.schemas import (
+    DocumentsRerankResponse,
+    OpenAIEmbeddingList,
+    PromptName,
+    RerankHit,
+    RerankResponse,
+    SimpleToken,
+    Text,
+    Texts,
+    TokenIds,
+    TruncationDirection,
+)
+from serving.tei import TEITokenizer
 
 log = logging.getLogger("ml_api")
 settings = get_settings()
@@ -59,6 +73,7 @@ class MLService:
         embedder = load_embedder(settings)
         reranker = load_reranker(settings)
         self.engine = Engine(embedder, reranker, settings)
+        self.tei = TEITokenizer(self.engine)
         self._warm_up()
         info_app.state.engine = self.engine
         info_app.state.openapi = with_error_responses(MLService.openapi_spec.asdict())
@@ -86,15 +101,90 @@ class MLService:
 
     # -- TEI routes --------------------------------------------------------------------------------
 
-    @bentoml.api(route="/embed")
-    async def embed(
-        self, inputs: EmbedInputs, normalize: bool = True, truncate: bool = True
-    ) -> list[list[float]]:
-        """Embed texts (TEI `/embed`): one vector per input, in input order."""
+    async def _tei_embed(
+        self, inputs: str | list[str], normalize: bool, truncate: bool, direction: str, prompt: Any
+    ) -> Any:
         try:
+            compat.check_tei_options(direction, prompt)
             texts = [inputs] if isinstance(inputs, str) else inputs
             result = await self.engine.embed(texts, normalize=normalize, truncate=truncate)
-            return compat.json_response(result.vectors, result.stats)  # type: ignore[return-value]
+            return compat.json_response(result.vectors, result.stats)
+        except APIError as err:
+            return error_response(Style.TEI, err)
+
+    @bentoml.api(route="/embed")
+    async def embed(
+        self,
+        inputs: EmbedInputs,
+        normalize: bool = True,
+        truncate: bool = True,
+        truncation_direction: TruncationDirection = "Right",
+        prompt_name: PromptName = None,
+    ) -> list[list[float]]:
+        """Embed texts (TEI `/embed`): one vector per input, in input order."""
+        return await self._tei_embed(  # type: ignore[no-any-return]
+            inputs, normalize, truncate, truncation_direction, prompt_name
+        )
+
+    @bentoml.api(route="/")
+    async def tei_root(
+        self,
+        inputs: EmbedInputs,
+        normalize: bool = True,
+        truncate: bool = True,
+        truncation_direction: TruncationDirection = "Right",
+        prompt_name: PromptName = None,
+    ) -> list[list[float]]:
+        """TEI's `POST /` for an embedding model (same as `/embed`): what TEI clients pointed
+        at the bare URL call (huggingface_hub `InferenceClient(model=URL)`, Haystack, litellm).
+        `GET /` still serves the API docs."""
+        return await self._tei_embed(  # type: ignore[no-any-return]
+            inputs, normalize, truncate, truncation_direction, prompt_name
+        )
+
+    @bentoml.api(route="/invocations")
+    async def tei_invocations(
+        self,
+        inputs: EmbedInputs,
+        normalize: bool = True,
+        truncate: bool = True,
+        truncation_direction: TruncationDirection = "Right",
+        prompt_name: PromptName = None,
+    ) -> list[list[float]]:
+        """TEI's `POST /invocations` (the SageMaker route), same as `/embed`."""
+        return await self._tei_embed(  # type: ignore[no-any-return]
+            inputs, normalize, truncate, truncation_direction, prompt_name
+        )
+
+    @bentoml.api(route="/tokenize")
+    async def tokenize(
+        self, inputs: EmbedInputs, add_special_tokens: bool = True, prompt_name: PromptName = None
+    ) -> list[list[SimpleToken]]:
+        """TEI `/tokenize`: the embedder's tokens per input, with ids, text and offsets."""
+        try:
+            compat.check_tei_options("Right", prompt_name)
+            texts = [inputs] if isinstance(inputs, str) else inputs
+            self.engine.check_count(len(texts), "inputs")
+            body = await asyncio.to_thread(self.tei.tokenize, texts, add_special_tokens)
+            return compat.plain_json(body)  # type: ignore[return-value]
+        except APIError as err:
+            return error_response(Style.TEI, err)  # type: ignore[return-value]
+
+    @bentoml.api(route="/decode")
+    async def decode(
+        self,
+        ids: Annotated[
+            TokenIds | list[TokenIds],
+            Field(description="Token ids of the embedder's tokenizer, or a list of such lists."),
+        ],
+        skip_special_tokens: bool = True,
+    ) -> list[str]:
+        """TEI `/decode`: token ids back to text."""
+        try:
+            rows = [ids] if ids and isinstance(ids[0], int) else ids
+            self.engine.check_count(len(rows), "ids")
+            texts = self.tei.decode(rows, skip_special_tokens)  # type: ignore[arg-type]
+            return compat.plain_json(texts)  # type: ignore[return-value]
         except APIError as err:
             return error_response(Style.TEI, err)  # type: ignore[return-value]
 
@@ -102,16 +192,48 @@ class MLService:
     async def rerank(
         self,
         query: Text,
-        texts: Texts,
+        texts: Annotated[
+            Texts | None, Field(description="TEI body: the texts to score (or `documents`).")
+        ] = None,
         raw_scores: bool = False,
         return_text: bool = False,
         truncate: bool = True,
-    ) -> list[RerankHit]:
-        """Score texts against a query with the cross-encoder (TEI `/rerank`), best first."""
+        documents: Annotated[
+            list[Text | compat.DocumentText] | None,
+            Field(
+                description="Infinity / vLLM / Cohere-style body (instead of `texts`); "
+                "answered in their `{results: [{index, relevance_score, document}]}` shape",
+                max_length=settings.max_client_batch,
+            ),
+        ] = None,
+        model: str | None = None,
+        top_n: Annotated[int | None, Field(ge=1)] = None,
+        return_documents: bool = False,
+    ) -> list[RerankHit] | DocumentsRerankResponse:
+        """Score texts against a query with the cross-encoder, best first. With `texts`: TEI
+        `/rerank` (a list of `{index, score, text?}`). With `documents`: the body and answer of
+        Infinity's, vLLM's and litellm's `/rerank` (`results` with `relevance_score`)."""
         try:
+            if (texts is None) == (documents is None):
+                raise APIError(
+                    422,
+                    "send either `texts` (TEI) or `documents` (Infinity/Cohere style), not both",
+                    param="texts" if texts is not None else "documents",
+                    code="invalid_value",
+                )
+            if documents is not None:
+                docs = [d if isinstance(d, str) else d.text for d in documents]
+                name = compat.check_model(model, self.engine.require_reranker().info, "reranker")
+                scores = await self.engine.rerank(query, docs, truncate=truncate, field="documents")
+                body = compat.documents_rerank(scores, docs, name, top_n, return_documents)
+                return compat.json_response(body, scores.stats)  # type: ignore[return-value]
+            assert texts is not None
+            for name, value in (("model", model), ("top_n", top_n)):
+                if value is not None:
+                    raise APIError(422, f"`{name}` goes with `documents`, not `texts`", param=name)
             scores = await self.engine.rerank(query, texts, truncate=truncate)
-            body = compat.tei_rerank(scores, texts, raw_scores=raw_scores, return_text=return_text)
-            return compat.json_response(body, scores.stats)  # type: ignore[return-value]
+            tei = compat.tei_rerank(scores, texts, raw_scores=raw_scores, return_text=return_text)
+            return compat.json_response(tei, scores.stats)  # type: ignore[return-value]
         except APIError as err:
             return error_response(Style.TEI, err)  # type: ignore[return-value]
 
@@ -216,6 +338,14 @@ class MLService:
             return error_response(Style.COHERE, err)
 
 
+_fields = fields_from_openapi(MLService.openapi_spec.asdict())
+
+
+def _edge(app: Any, **options: Any) -> EdgeMiddleware:
+    # The edge (key, size limit, error shapes) first, then the JSON and field checks.
+    return EdgeMiddleware(RequestGuard(app, _fields.get), **options)
+
+
 MLService.add_asgi_middleware(  # type: ignore[attr-defined]
-    EdgeMiddleware, max_payload_bytes=settings.max_payload_bytes, api_key=settings.api_key
+    _edge, max_payload_bytes=settings.max_payload_bytes, api_key=settings.api_key
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from typing import Any
 
@@ -40,6 +41,10 @@ def json_response(body: Any, stats: BatchStats) -> Response:
     )
 
 
+def plain_json(body: Any) -> Response:
+    return Response(orjson.dumps(body, option=_JSON_OPTS), media_type="application/json")
+
+
 def check_model(requested: str | None, info: EmbedderInfo | RerankerInfo, kind: str) -> str:
     """Accept the store name, the full tag, or the source id; answer with the store name."""
     if requested is None or requested in (info.name, info.tag, info.source):
@@ -54,6 +59,24 @@ def check_model(requested: str | None, info: EmbedderInfo | RerankerInfo, kind: 
 
 
 # -- TEI ---------------------------------------------------------------------------------------
+
+
+def check_tei_options(truncation_direction: str, prompt_name: str | None) -> None:
+    """TEI options we cannot honour are refused, never silently ignored."""
+    if truncation_direction.lower() != "right":
+        raise APIError(
+            422,
+            "truncation_direction: only `Right` is supported (the end of a long text is cut)",
+            param="truncation_direction",
+            code="invalid_value",
+        )
+    if prompt_name is not None:
+        raise APIError(
+            422,
+            f"prompt_name: this model declares no prompts, so `{prompt_name}` does not exist",
+            param="prompt_name",
+            code="invalid_value",
+        )
 
 
 def tei_rerank(
@@ -76,10 +99,14 @@ def tei_rerank(
 
 async def openai_embed(engine: Engine, input: Any, dimensions: int | None) -> Embeddings:
     dim = engine.embedder.info.dimension
-    if dimensions is not None and dimensions > dim:
+    if dimensions is not None and dimensions != dim:
+        # Cutting and re-normalizing is only sound for Matryoshka-trained models; ours are not,
+        # so a shorter vector would be a silently worse one.
         raise APIError(
             422,
-            f"dimensions={dimensions} exceeds the model's {dim} dimensions",
+            f"dimensions={dimensions} is not available: this model's embeddings have {dim} "
+            "dimensions and it was not trained for shortened (Matryoshka) vectors; omit "
+            f"`dimensions` or send {dim}",
             param="dimensions",
             code="invalid_value",
         )
@@ -93,7 +120,7 @@ async def openai_embed(engine: Engine, input: Any, dimensions: int | None) -> Em
     else:
         ids = engine.truncate_ids(input, True, "input")
     # OpenAI embeddings are always unit length, including after a `dimensions` cut.
-    return await engine.embed_ids(ids, normalize=True, dimensions=dimensions)
+    return await engine.embed_ids(ids, normalize=True)
 
 
 def openai_embedding_list(result: Embeddings, model: str, encoding_format: str) -> dict[str, Any]:
@@ -150,5 +177,31 @@ def rerank_response(
             "billed_units": {"search_units": 1},
             "tokens": {"input_tokens": tokens, "output_tokens": 0},
         },
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def documents_rerank(
+    scores: Scores, texts: list[str], model: str, top_n: int | None, return_documents: bool
+) -> dict[str, Any]:
+    """Infinity's `/rerank` answer (what litellm's infinity/ and hosted_vllm/ providers read):
+    the document, when returned, is the plain string."""
+    relevance = sigmoid(np.asarray(scores.logits, dtype=np.float64))
+    order = np.argsort(-relevance, kind="stable")[: top_n or len(texts)]
+    results = [
+        {
+            "index": int(i),
+            "relevance_score": float(relevance[i]),
+            "document": texts[i] if return_documents else None,
+        }
+        for i in order
+    ]
+    tokens = sum(scores.token_counts)
+    return {
+        "object": "rerank",
+        "id": str(uuid.uuid4()),
+        "created": int(time.time()),
+        "model": model,
+        "results": results,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

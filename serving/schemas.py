@@ -12,7 +12,22 @@ _MAX = get_settings().max_client_batch
 
 Text = Annotated[str, Field(min_length=1, description="A non-empty text.")]
 Texts = Annotated[list[Text], Field(min_length=1, max_length=_MAX)]
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[
+    list[Annotated[int, Field(ge=0)]],
+    Field(
+        min_length=1,
+        description="Token ids of the served embedder's own tokenizer (GET /tokenizer, POST "
+        "/tokenize), special tokens included; used as given.",
+    ),
+]
+TruncationDirection = Annotated[
+    Literal["Right", "Left", "right", "left"],
+    Field(description="TEI: which end to cut when truncating; only `Right` is supported."),
+]
+PromptName = Annotated[
+    str | None,
+    Field(description="TEI: a prompt of the model to prepend; this model declares none."),
+]
 
 
 # -- TEI ------------------------------------------------------------------------------------------
@@ -22,6 +37,14 @@ class RerankHit(BaseModel):
     index: int = Field(description="Position of the text in the request.")
     score: float = Field(description="Relevance: sigmoid(logit), or the raw logit with raw_scores.")
     text: str | None = Field(None, description="The text, when return_text is true.")
+
+
+class SimpleToken(BaseModel):
+    id: int
+    text: str
+    special: bool
+    start: int | None = Field(description="Character offset in the input; null for specials.")
+    stop: int | None
 
 
 # -- OpenAI ---------------------------------------------------------------------------------------
@@ -74,4 +97,22 @@ class RerankResponse(BaseModel):
     model: str
     results: list[RerankResult]
     meta: CohereMeta
+    usage: RerankUsage
+
+
+# -- Infinity / vLLM style `documents` body on /rerank ------------------------------------------
+
+
+class DocumentsRerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: str | None = Field(None, description="The document, when return_documents.")
+
+
+class DocumentsRerankResponse(BaseModel):
+    object: Literal["rerank"] = "rerank"
+    id: str
+    created: int
+    model: str
+    results: list[DocumentsRerankResult]
     usage: RerankUsage

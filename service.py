@@ -17,7 +17,7 @@ from models.embedder import load_embedder
 from models.reranker import load_reranker
 from models.settings import get_settings
 from models.store import find_model
-from serving import compat
+from serving import cohere, compat
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
@@ -25,6 +25,7 @@ from serving.guard import RequestGuard, fields_from_openapi
 from serving.info import info_app
 from serving.openapi import with_error_responses
 from serving.schemas import (
+    CohereEmbedResponse,
     DocumentsRerankResponse,
     OpenAIEmbeddingList,
     PromptName,
@@ -279,6 +280,45 @@ class MLService:
         return await self._openai_embeddings(input, model, encoding_format, dimensions)
 
     # -- Cohere / Jina -----------------------------------------------------------------------------
+
+    @bentoml.api(route="/v2/embed")
+    async def cohere_embed_v2(
+        self,
+        texts: Texts,
+        model: str | None = None,
+        input_type: Annotated[
+            Literal["search_document", "search_query", "classification", "clustering", "image"]
+            | None,
+            Field(description="Accepted; this model is symmetric (no per-type prompt)."),
+        ] = None,
+        embedding_types: Annotated[
+            list[Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]] | None,
+            Field(min_length=1, description="Default: float."),
+        ] = None,
+        truncate: Literal["NONE", "START", "END"] = "END",
+        output_dimension: Annotated[int | None, Field(ge=1)] = None,
+        max_tokens: Annotated[int | None, Field(ge=1)] = None,
+        priority: int | None = None,
+    ) -> CohereEmbedResponse:
+        """Cohere v2 embed (`ClientV2.embed`): texts, with quantized types computed as Cohere
+        documents them (see serving/cohere.py)."""
+        try:
+            name = compat.check_model(model, self.engine.embedder.info, "embedder")
+            cohere.check_options(
+                self.engine,
+                input_type=input_type,
+                truncate=truncate,
+                output_dimension=output_dimension,
+                max_tokens=max_tokens,
+            )
+            result = await self.engine.embed(
+                texts, normalize=True, truncate=truncate != "NONE", field="texts"
+            )
+            body = cohere.embed_by_type(result, texts, embedding_types or ["float"])
+            body["meta"]["model"] = name
+            return compat.json_response(body, result.stats)  # type: ignore[return-value]
+        except APIError as err:
+            return error_response(Style.COHERE, err)  # type: ignore[return-value]
 
     @bentoml.api(route="/v2/rerank")
     async def cohere_rerank_v2(

@@ -23,7 +23,7 @@ class Style(StrEnum):
 
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
-COHERE_PATHS = ("/v1/rerank", "/v2/rerank")
+COHERE_PATHS = ("/v1/rerank", "/v2/rerank", "/v2/embed")
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",

@@ -24,7 +24,7 @@ R = TypeVar("R")
 TEXT_HINT = (
     "token ids must come from this model's own tokenizer (GET /tokenizer, or POST /tokenize), "
     "with its special tokens; to send text instead, pass strings (langchain-openai: "
-    "OpenAIEmbeddings(..., check_embedding_ctx_length=False, tiktoken_enabled=False))"
+    "OpenAIEmbeddings(..., check_embedding_ctx_length=False))"
 )
 
 

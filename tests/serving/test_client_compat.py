@@ -246,3 +246,51 @@ def test_json_sent_as_form_data_is_read_as_json(ml_api: str) -> None:
     )
     assert r.status_code == 200, r.text
     assert np.abs(np.array(r.json()) - embed(ml_api, ["x"])).max() < 1e-6
+
+
+# -- Cohere /v2/embed -------------------------------------------------------------------------
+
+
+def test_cohere_v2_embed_all_types_with_the_official_client(ml_api: str) -> None:
+    import base64
+
+    import cohere
+
+    co = cohere.ClientV2(api_key="unused", base_url=ml_api)
+    texts = ["Qdrant is a vector database.", "Bread recipes."]
+    types = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
+    res = co.embed(
+        model="tiny-embedder", texts=texts, input_type="search_document", embedding_types=types
+    )
+    expected = embed(ml_api, texts)
+    e = res.embeddings
+    f = np.array(e.float_)
+    assert np.abs(f - expected).max() < 1e-6
+    assert np.array_equal(np.array(e.int8), np.clip(np.rint(f * 127), -128, 127))
+    assert np.array_equal(np.array(e.uint8), np.clip(np.rint((f + 1) * 127.5), 0, 255))
+    bits = np.packbits(f > 0, axis=1).astype(int)
+    assert np.array_equal(np.array(e.ubinary), bits)
+    assert np.array_equal(np.array(e.binary), bits - 128)
+    assert np.array(e.ubinary).shape == (2, (f.shape[1] + 7) // 8)
+    decoded = np.stack([np.frombuffer(base64.b64decode(b), dtype="<f4") for b in e.base64])
+    assert np.abs(decoded - expected).max() < 1e-6
+    assert res.texts == texts
+    # Symmetric model: a query gets the same vector as a document.
+    q = co.embed(model="tiny-embedder", texts=texts[:1], input_type="search_query")
+    assert np.abs(np.array(q.embeddings.float_) - expected[:1]).max() < 1e-6
+
+
+def test_cohere_v2_embed_refuses_what_it_cannot_honour(ml_api: str) -> None:
+    import cohere
+
+    co = cohere.ClientV2(api_key="unused", base_url=ml_api)
+    for kwargs, field in (
+        ({"output_dimension": 256}, "output_dimension"),
+        ({"truncate": "START"}, "truncate"),
+        ({"max_tokens": 4}, "max_tokens"),
+    ):
+        with pytest.raises(cohere.errors.UnprocessableEntityError) as exc:
+            co.embed(model="tiny-embedder", texts=["x"], input_type="search_query", **kwargs)
+        assert field in str(exc.value.body), exc.value.body
+    with pytest.raises(cohere.errors.NotFoundError):
+        co.embed(model="embed-v4.0", texts=["x"], input_type="search_query")

@@ -17,7 +17,7 @@ from models.embedder import load_embedder
 from models.reranker import load_reranker
 from models.settings import get_settings
 from models.store import find_model
-from serving import cohere, compat
+from serving import cohere, compat, prompts
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
@@ -106,8 +106,9 @@ class MLService:
         self, inputs: str | list[str], normalize: bool, truncate: bool, direction: str, prompt: Any
     ) -> Any:
         try:
-            compat.check_tei_options(direction, prompt)
+            compat.check_tei_options(direction)
             texts = [inputs] if isinstance(inputs, str) else inputs
+            texts = prompts.apply(prompts.by_name(self.engine.embedder.info, prompt), texts)
             result = await self.engine.embed(texts, normalize=normalize, truncate=truncate)
             return compat.json_response(result.vectors, result.stats)
         except APIError as err:
@@ -163,8 +164,8 @@ class MLService:
     ) -> list[list[SimpleToken]]:
         """TEI `/tokenize`: the embedder's tokens per input, with ids, text and offsets."""
         try:
-            compat.check_tei_options("Right", prompt_name)
             texts = [inputs] if isinstance(inputs, str) else inputs
+            texts = prompts.apply(prompts.by_name(self.engine.embedder.info, prompt_name), texts)
             self.engine.check_count(len(texts), "inputs")
             body = await asyncio.to_thread(self.tei.tokenize, texts, add_special_tokens)
             return compat.plain_json(body)  # type: ignore[return-value]
@@ -289,7 +290,10 @@ class MLService:
         input_type: Annotated[
             Literal["search_document", "search_query", "classification", "clustering", "image"]
             | None,
-            Field(description="Accepted; this model is symmetric (no per-type prompt)."),
+            Field(
+                description="Selects the model's prompt for that role (e.g. `query`, "
+                "`passage`) when it declares prompts; else the default prompt."
+            ),
         ] = None,
         embedding_types: Annotated[
             list[Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]] | None,
@@ -311,8 +315,12 @@ class MLService:
                 output_dimension=output_dimension,
                 max_tokens=max_tokens,
             )
+            prompt = prompts.by_input_type(self.engine.embedder.info, input_type)
             result = await self.engine.embed(
-                texts, normalize=True, truncate=truncate != "NONE", field="texts"
+                prompts.apply(prompt, texts),
+                normalize=True,
+                truncate=truncate != "NONE",
+                field="texts",
             )
             body = cohere.embed_by_type(result, texts, embedding_types or ["float"])
             body["meta"]["model"] = name

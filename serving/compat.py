@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from models.embedder.base import EmbedderInfo
 from models.reranker.base import RerankerInfo
+from serving import prompts
 from serving.batcher import BatchStats
 from serving.engine import Embeddings, Engine, Scores, sigmoid
 from serving.errors import APIError
@@ -61,20 +62,13 @@ def check_model(requested: str | None, info: EmbedderInfo | RerankerInfo, kind: 
 # -- TEI ---------------------------------------------------------------------------------------
 
 
-def check_tei_options(truncation_direction: str, prompt_name: str | None) -> None:
+def check_tei_options(truncation_direction: str) -> None:
     """TEI options we cannot honour are refused, never silently ignored."""
     if truncation_direction.lower() != "right":
         raise APIError(
             422,
             "truncation_direction: only `Right` is supported (the end of a long text is cut)",
             param="truncation_direction",
-            code="invalid_value",
-        )
-    if prompt_name is not None:
-        raise APIError(
-            422,
-            f"prompt_name: this model declares no prompts, so `{prompt_name}` does not exist",
-            param="prompt_name",
             code="invalid_value",
         )
 
@@ -116,6 +110,8 @@ async def openai_embed(engine: Engine, input: Any, dimensions: int | None) -> Em
         input = [input]
     engine.check_count(len(input), "input")
     if isinstance(input[0], str):
+        # No prompt field in OpenAI's API: the model's default prompt, as sentence-transformers.
+        input = prompts.apply(prompts.by_name(engine.embedder.info, None), input)
         ids = await engine.tokenize(input, True, "input")
     else:
         ids = engine.truncate_ids(input, True, "input")

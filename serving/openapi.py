@@ -45,7 +45,8 @@ _STATUSES = {
     "401": "Missing or invalid API key (when ML_API_API_KEY is set)",
     "404": "Unknown model name",
     "413": "Payload, item count or input length over a limit",
-    "422": "Invalid input; the message names the field",
+    "415": "The body is not JSON",
+    "422": "Invalid input or an unknown field; the message names the field",
     "429": "At capacity; retry after the Retry-After header",
     "500": "Internal error",
     "503": "Not ready, or no reranker loaded",
@@ -59,6 +60,10 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
         post = item.get("post")
         if post is None:
             continue
+        # Unknown fields are refused (serving/guard.py); say so, for clients and fuzzers.
+        body = post.get("requestBody", {}).get("content", {}).get("application/json", {})
+        if "properties" in body.get("schema", {}):
+            body["schema"]["additionalProperties"] = False
         ref = {"$ref": f"#/components/schemas/{_BY_STYLE[style_for(path)]}"}
         responses = post.setdefault("responses", {})
         for status in [s for s in responses if str(s) != "200"]:

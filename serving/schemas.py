@@ -26,7 +26,10 @@ TruncationDirection = Annotated[
 ]
 PromptName = Annotated[
     str | None,
-    Field(description="TEI: a prompt of the model to prepend; this model declares none."),
+    Field(
+        description="TEI: the name of one of the model's prompts (GET /info) to prepend; "
+        "default: the model's default prompt, if any."
+    ),
 ]
 
 

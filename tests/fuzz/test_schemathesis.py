@@ -55,7 +55,7 @@ def fuzz(schema: schemathesis.BaseSchema) -> list[str]:
 
             try:
                 run()
-            except Exception as exc:  # hypothesis re-raises the minimal failing case
+            except (Exception, BaseExceptionGroup) as exc:  # the minimal failing case(s)
                 failures.append(f"{operation.label} ({mode.value}): {exc}"[:2000])
     return failures
 

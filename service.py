@@ -23,7 +23,7 @@ from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
 from serving.guard import RequestGuard, fields_from_openapi
 from serving.info import info_app
-from serving.openapi import with_error_responses
+from serving.openapi import with_error_responses, with_model_limits
 from serving.schemas import (
     CohereEmbedResponse,
     DocumentsRerankResponse,
@@ -77,7 +77,14 @@ class MLService:
         self.tei = TEITokenizer(self.engine)
         self._warm_up()
         info_app.state.engine = self.engine
-        info_app.state.openapi = with_error_responses(MLService.openapi_spec.asdict())
+        info = embedder.info
+        info_app.state.openapi = with_model_limits(
+            with_error_responses(MLService.openapi_spec.asdict()),
+            dimension=info.dimension,
+            max_length=info.max_length,
+            vocab_size=self.engine.vocab_size,
+            prompts=list(info.prompts),
+        )
         self.ready = True
         log.info(
             "ml-api ready: embedder %s on %s, reranker %s",
@@ -223,19 +230,21 @@ class MLService:
                     param="texts" if texts is not None else "documents",
                     code="invalid_value",
                 )
+            reranker = self.engine.require_reranker()
+            name = compat.check_model(model, reranker.info, "reranker")
+            # Each body's own options are honoured in the other body too (never ignored).
+            wants_text = return_text or return_documents
             if documents is not None:
                 docs = [d if isinstance(d, str) else d.text for d in documents]
-                name = compat.check_model(model, self.engine.require_reranker().info, "reranker")
                 scores = await self.engine.rerank(query, docs, truncate=truncate, field="documents")
-                body = compat.documents_rerank(scores, docs, name, top_n, return_documents)
+                body = compat.documents_rerank(
+                    scores, docs, name, top_n, wants_text, raw_scores=raw_scores
+                )
                 return compat.json_response(body, scores.stats)  # type: ignore[return-value]
             assert texts is not None
-            for name, value in (("model", model), ("top_n", top_n)):
-                if value is not None:
-                    raise APIError(422, f"`{name}` goes with `documents`, not `texts`", param=name)
             scores = await self.engine.rerank(query, texts, truncate=truncate)
-            tei = compat.tei_rerank(scores, texts, raw_scores=raw_scores, return_text=return_text)
-            return compat.json_response(tei, scores.stats)  # type: ignore[return-value]
+            tei = compat.tei_rerank(scores, texts, raw_scores=raw_scores, return_text=wants_text)
+            return compat.json_response(tei[:top_n], scores.stats)  # type: ignore[return-value]
         except APIError as err:
             return error_response(Style.TEI, err)  # type: ignore[return-value]
 
@@ -288,8 +297,7 @@ class MLService:
         texts: Texts,
         model: str | None = None,
         input_type: Annotated[
-            Literal["search_document", "search_query", "classification", "clustering", "image"]
-            | None,
+            Literal["search_document", "search_query", "classification", "clustering"] | None,
             Field(
                 description="Selects the model's prompt for that role (e.g. `query`, "
                 "`passage`) when it declares prompts; else the default prompt."
@@ -299,7 +307,9 @@ class MLService:
             list[Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]] | None,
             Field(min_length=1, description="Default: float."),
         ] = None,
-        truncate: Literal["NONE", "START", "END"] = "END",
+        truncate: Annotated[
+            Literal["NONE", "END"], Field(description="`START` is not supported.")
+        ] = "END",
         output_dimension: Annotated[int | None, Field(ge=1)] = None,
         max_tokens: Annotated[int | None, Field(ge=1)] = None,
         priority: int | None = None,

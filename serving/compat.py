@@ -178,11 +178,18 @@ def rerank_response(
 
 
 def documents_rerank(
-    scores: Scores, texts: list[str], model: str, top_n: int | None, return_documents: bool
+    scores: Scores,
+    texts: list[str],
+    model: str,
+    top_n: int | None,
+    return_documents: bool,
+    *,
+    raw_scores: bool = False,
 ) -> dict[str, Any]:
     """Infinity's `/rerank` answer (what litellm's infinity/ and hosted_vllm/ providers read):
     the document, when returned, is the plain string."""
-    relevance = sigmoid(np.asarray(scores.logits, dtype=np.float64))
+    logits = np.asarray(scores.logits, dtype=np.float64)
+    relevance = logits if raw_scores else sigmoid(logits)
     order = np.argsort(-relevance, kind="stable")[: top_n or len(texts)]
     results = [
         {

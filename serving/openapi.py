@@ -74,3 +74,30 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref}},
             }
     return spec
+
+
+def with_model_limits(
+    spec: dict[str, Any], *, dimension: int, max_length: int, vocab_size: int, prompts: list[str]
+) -> dict[str, Any]:
+    """Constraints that depend on the loaded model, so that what the schema allows the server
+    accepts (and schema-driven clients and fuzzers know the real limits)."""
+    spec = copy.deepcopy(spec)
+    for item in spec.get("paths", {}).values():
+        body = (item.get("post") or {}).get("requestBody", {})
+        props = body.get("content", {}).get("application/json", {}).get("schema", {})
+        props = props.get("properties", {})
+        for name in ("dimensions", "output_dimension"):
+            if name in props:  # only the model's own size (no Matryoshka cut)
+                props[name] = {**props[name], "enum": [dimension]}
+        if "max_tokens" in props:
+            props["max_tokens"] = {**props["max_tokens"], "minimum": max_length}
+        if "prompt_name" in props:
+            props["prompt_name"] = (
+                {**props["prompt_name"], "enum": prompts}
+                if prompts
+                else {"type": "null", "description": "This model declares no prompts."}
+            )
+        ids = props.get("ids", {}).get("items")
+        if isinstance(ids, dict) and ids.get("type") == "integer":
+            ids["maximum"] = vocab_size - 1
+    return spec

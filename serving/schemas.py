@@ -10,7 +10,12 @@ from models.settings import get_settings
 
 _MAX = get_settings().max_client_batch
 
-Text = Annotated[str, Field(min_length=1, description="A non-empty text.")]
+# At least one non-space character (JSON Schema `pattern` matches anywhere), so that what the
+# schema allows the server accepts.
+Text = Annotated[
+    str,
+    Field(min_length=1, pattern=r"\S", description="A text with a non-space character."),
+]
 Texts = Annotated[list[Text], Field(min_length=1, max_length=_MAX)]
 TokenIds = Annotated[
     list[Annotated[int, Field(ge=0)]],
@@ -21,7 +26,7 @@ TokenIds = Annotated[
     ),
 ]
 TruncationDirection = Annotated[
-    Literal["Right", "Left", "right", "left"],
+    Literal["Right", "right"],
     Field(description="TEI: which end to cut when truncating; only `Right` is supported."),
 ]
 PromptName = Annotated[

@@ -169,10 +169,20 @@ def test_documents_style_rerank_answers_in_infinity_shape(ml_api: str) -> None:
     [
         {"query": "q"},
         {"query": "q", "texts": ["a"], "documents": ["a"]},
-        {"query": "q", "texts": ["a"], "top_n": 1},
         {"query": "q", "documents": ["a"], "model": "rerank-english-v3.0"},
     ],
 )
+def test_each_rerank_body_honours_the_others_options(ml_api: str) -> None:
+    docs = ["Cats sit on mats.", "Qdrant is a vector database.", "Bread recipes."]
+    full = post(ml_api, "/rerank", {"query": "vector", "texts": docs, "raw_scores": True}).json()
+    r = post(ml_api, "/rerank", {"query": "vector", "texts": docs, "top_n": 1, "raw_scores": True})
+    assert r.json() == full[:1]
+    r = post(ml_api, "/rerank", {"query": "vector", "documents": docs, "raw_scores": True})
+    logits = {h["index"]: h["score"] for h in full}
+    for x in r.json()["results"]:
+        assert x["relevance_score"] == pytest.approx(logits[x["index"]], abs=1e-6)
+
+
 def test_rerank_body_mixups_are_refused(ml_api: str, body: dict) -> None:
     r = post(ml_api, "/rerank", body)
     assert r.status_code in (404, 422), r.text

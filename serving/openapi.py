@@ -64,6 +64,8 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
         body = post.get("requestBody", {}).get("content", {}).get("application/json", {})
         if "properties" in body.get("schema", {}):
             body["schema"]["additionalProperties"] = False
+            if path == "/rerank":  # a TEI body or a documents-style body, not both
+                body["schema"]["oneOf"] = [{"required": ["texts"]}, {"required": ["documents"]}]
         ref = {"$ref": f"#/components/schemas/{_BY_STYLE[style_for(path)]}"}
         responses = post.setdefault("responses", {})
         for status in [s for s in responses if str(s) != "200"]:

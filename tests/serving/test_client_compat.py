@@ -164,14 +164,6 @@ def test_documents_style_rerank_answers_in_infinity_shape(ml_api: str) -> None:
     assert len(plain["results"]) == 3 and plain["results"][0]["document"] is None
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"query": "q"},
-        {"query": "q", "texts": ["a"], "documents": ["a"]},
-        {"query": "q", "documents": ["a"], "model": "rerank-english-v3.0"},
-    ],
-)
 def test_each_rerank_body_honours_the_others_options(ml_api: str) -> None:
     docs = ["Cats sit on mats.", "Qdrant is a vector database.", "Bread recipes."]
     full = post(ml_api, "/rerank", {"query": "vector", "texts": docs, "raw_scores": True}).json()
@@ -183,6 +175,14 @@ def test_each_rerank_body_honours_the_others_options(ml_api: str) -> None:
         assert x["relevance_score"] == pytest.approx(logits[x["index"]], abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "q"},
+        {"query": "q", "texts": ["a"], "documents": ["a"]},
+        {"query": "q", "documents": ["a"], "model": "rerank-english-v3.0"},
+    ],
+)
 def test_rerank_body_mixups_are_refused(ml_api: str, body: dict) -> None:
     r = post(ml_api, "/rerank", body)
     assert r.status_code in (404, 422), r.text

@@ -58,6 +58,7 @@ class ModelInfo:
     dimension: int
     max_length: int
     reranker: dict[str, Any] | None
+    prompts: tuple[str, ...] = ()  # prompt names of an asymmetric embedder (e5: query, passage)
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -195,6 +196,7 @@ class MLClient:
                 dimension=int(emb["dimension"]),
                 max_length=int(emb["max_length"]),
                 reranker=models.get("reranker"),
+                prompts=tuple(emb.get("prompts") or ()),
             )
         except (KeyError, TypeError, ValueError):
             raise MLAPIError("ml-api /health lacks models.embedder.dimension/max_length") from None
@@ -209,21 +211,28 @@ class MLClient:
 
     # -- inference ---------------------------------------------------------------------------------
 
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        """Embed any number of texts, in order, as several bounded requests."""
+    async def embed(self, texts: list[str], *, query: bool = False) -> list[list[float]]:
+        """Embed any number of texts, in order, as several bounded requests; with the model's
+        query prompt for a query and its document prompt for chunks, when it has them."""
+        names = ("search_query", "query") if query else ("search_document", "document", "passage")
+        # Ingestion has just fetched the info (for the dimension); a query may need to.
+        info = self._info if self._info is not None or not query else await self.model_info()
+        prompt = next((n for n in names if info is not None and n in info.prompts), None)
         size = self.settings.embed_batch_size
         batches = [texts[i : i + size] for i in range(0, len(texts), size)]
         gate = asyncio.Semaphore(self.settings.embed_concurrency)
 
         async def one(batch: list[str]) -> list[list[float]]:
             async with gate:
-                return await self._embed_batch(batch)
+                return await self._embed_batch(batch, prompt)
 
         results = await asyncio.gather(*(one(b) for b in batches))
         return [vec for batch in results for vec in batch]
 
-    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+    async def _embed_batch(self, texts: list[str], prompt: str | None) -> list[list[float]]:
         payload = {"inputs": texts, "normalize": True, "truncate": True}
+        if prompt is not None:
+            payload["prompt_name"] = prompt
         body = self._check(await self._request("POST", "/embed", json=payload), "/embed")
         if not isinstance(body, list) or len(body) != len(texts):
             raise MLAPIError(f"ml-api /embed returned {len(body)} vectors for {len(texts)} texts")

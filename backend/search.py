@@ -29,7 +29,7 @@ async def search(
 
     mode = req.mode or settings.search_mode
     # BM25 alone needs no embedding: skip the ml-api round trip.
-    vector = (await ml.embed([req.query]))[0] if mode != "sparse" else None
+    vector = (await ml.embed([req.query], query=True))[0] if mode != "sparse" else None
     embedded = time.perf_counter()
 
     limit = max(settings.rerank_candidates, top_k) if req.rerank else top_k

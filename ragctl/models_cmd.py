@@ -66,6 +66,13 @@ def import_embedder(
         ),
     ] = False,
     force: Annotated[bool, typer.Option(help="Import again even if already stored.")] = False,
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=TEXT, repeatable: a prompt prepended to inputs that ask for NAME (e.g. "
+            "'query=query: '); merged over the model's config_sentence_transformers.json.",
+        ),
+    ] = None,
 ) -> None:
     """Export an embedder to ONNX and store it with its tokenizer and metadata."""
     from models.build import importer
@@ -80,10 +87,21 @@ def import_embedder(
                 int8=int8,
                 force=force,
                 progress=progress,
+                prompts=_parse_prompts(prompt or []),
             )
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
     _line(f"{name}: stored as {tag}")
+
+
+def _parse_prompts(items: list[str]) -> dict[str, str]:
+    prompts = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"--prompt {item!r}: expected NAME=TEXT")
+        prompts[name.strip()] = text
+    return prompts
 
 
 @app.command("import-reranker")

@@ -15,30 +15,10 @@ import httpx
 import typer
 from rich.console import Console
 
+from ragctl import processes
+
 ROOT = Path(__file__).resolve().parents[1]  # service.py and backend/ live here
 console = Console(stderr=True)
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        # Own process group: a signal to us must not reach the children twice, and stopping
-        # the group also stops bentoml's worker processes.
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> bool:
@@ -72,6 +52,20 @@ def up(
     """Start the ml-api and the backend (embedded Qdrant under --data); Ctrl-C stops both."""
     data = data.resolve()
     (data / "logs").mkdir(parents=True, exist_ok=True)
+    pidfile = processes.PidFile(data / "ragctl-up.json")
+    stale = pidfile.stale()
+    if stale:
+        console.print(f"Stopping what an earlier `ragctl up` left running (pids {stale})...")
+        processes.stop_tree(stale)
+        pidfile.clear()
+    for name, p in (("ml-api", ml_port), ("backend", port)):
+        owner = processes.port_owner(host, p)
+        if owner is not None:
+            console.print(
+                f"[red]Port {p} ({name}) on {host} is already in use: {owner}.[/red]\n"
+                f"Stop it, or choose another port (--{'ml-port' if name == 'ml-api' else 'port'})."
+            )
+            raise typer.Exit(1)
     if import_models:
         from models.build.importer import import_defaults
         from models.runtime.registry import find_model
@@ -91,8 +85,9 @@ def up(
     }
     ml_log, backend_log = data / "logs" / "ml-api.log", data / "logs" / "backend.log"
     bentoml_cmd = [sys.executable, "-m", "bentoml", "serve", "service:MLService"]
-    ml = _start([*bentoml_cmd, "--host", host, "--port", str(ml_port)], env, ml_log)
+    ml = processes.start([*bentoml_cmd, "--host", host, "--port", str(ml_port)], ROOT, env, ml_log)
     procs = [ml]
+    pidfile.write([ml.pid])
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -104,8 +99,9 @@ def up(
                 raise typer.Exit(1)
         uvicorn_cmd = [sys.executable, "-m", "uvicorn", "backend.app:app", "--workers", "1"]
         backend_cmd = [*uvicorn_cmd, "--host", host, "--port", str(port)]
-        backend = _start(backend_cmd, backend_env, backend_log)
+        backend = processes.start(backend_cmd, ROOT, backend_env, backend_log)
         procs.append(backend)
+        pidfile.write([p.pid for p in procs])
         backend_url = f"http://{host}:{port}"
         with console.status(f"Starting the backend on {backend_url}..."):
             if not _wait_ready(f"{backend_url}/health", backend, backend_log, timeout=120):
@@ -127,4 +123,5 @@ def up(
     except KeyboardInterrupt:
         console.print("Stopping...")
     finally:
-        _stop(procs)
+        processes.stop_tree([p.pid for p in procs])
+        pidfile.clear()

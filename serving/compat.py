@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 
 from models.runtime.embedder.base import EmbedderInfo
 from models.runtime.reranker.base import RerankerInfo
+from serving import prompts
 from serving.batcher import BatchStats
 from serving.engine import Embeddings, Engine, Scores, sigmoid
 from serving.errors import APIError
@@ -40,6 +42,10 @@ def json_response(body: Any, stats: BatchStats) -> Response:
     )
 
 
+def plain_json(body: Any) -> Response:
+    return Response(orjson.dumps(body, option=_JSON_OPTS), media_type="application/json")
+
+
 def check_model(requested: str | None, info: EmbedderInfo | RerankerInfo, kind: str) -> str:
     """Accept the store name, the full tag, or the source id; answer with the store name."""
     if requested is None or requested in (info.name, info.tag, info.source):
@@ -54,6 +60,17 @@ def check_model(requested: str | None, info: EmbedderInfo | RerankerInfo, kind: 
 
 
 # -- TEI ---------------------------------------------------------------------------------------
+
+
+def check_tei_options(truncation_direction: str) -> None:
+    """TEI options we cannot honour are refused, never silently ignored."""
+    if truncation_direction.lower() != "right":
+        raise APIError(
+            422,
+            "truncation_direction: only `Right` is supported (the end of a long text is cut)",
+            param="truncation_direction",
+            code="invalid_value",
+        )
 
 
 def tei_rerank(
@@ -76,10 +93,14 @@ def tei_rerank(
 
 async def openai_embed(engine: Engine, input: Any, dimensions: int | None) -> Embeddings:
     dim = engine.embedder.info.dimension
-    if dimensions is not None and dimensions > dim:
+    if dimensions is not None and dimensions != dim:
+        # Cutting and re-normalizing is only sound for Matryoshka-trained models; ours are not,
+        # so a shorter vector would be a silently worse one.
         raise APIError(
             422,
-            f"dimensions={dimensions} exceeds the model's {dim} dimensions",
+            f"dimensions={dimensions} is not available: this model's embeddings have {dim} "
+            "dimensions and it was not trained for shortened (Matryoshka) vectors; omit "
+            f"`dimensions` or send {dim}",
             param="dimensions",
             code="invalid_value",
         )
@@ -89,11 +110,13 @@ async def openai_embed(engine: Engine, input: Any, dimensions: int | None) -> Em
         input = [input]
     engine.check_count(len(input), "input")
     if isinstance(input[0], str):
+        # No prompt field in OpenAI's API: the model's default prompt, as sentence-transformers.
+        input = prompts.apply(prompts.by_name(engine.embedder.info, None), input)
         ids = await engine.tokenize(input, True, "input")
     else:
         ids = engine.truncate_ids(input, True, "input")
     # OpenAI embeddings are always unit length, including after a `dimensions` cut.
-    return await engine.embed_ids(ids, normalize=True, dimensions=dimensions)
+    return await engine.embed_ids(ids, normalize=True)
 
 
 def openai_embedding_list(result: Embeddings, model: str, encoding_format: str) -> dict[str, Any]:
@@ -150,5 +173,38 @@ def rerank_response(
             "billed_units": {"search_units": 1},
             "tokens": {"input_tokens": tokens, "output_tokens": 0},
         },
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def documents_rerank(
+    scores: Scores,
+    texts: list[str],
+    model: str,
+    top_n: int | None,
+    return_documents: bool,
+    *,
+    raw_scores: bool = False,
+) -> dict[str, Any]:
+    """Infinity's `/rerank` answer (what litellm's infinity/ and hosted_vllm/ providers read):
+    the document, when returned, is the plain string."""
+    logits = np.asarray(scores.logits, dtype=np.float64)
+    relevance = logits if raw_scores else sigmoid(logits)
+    order = np.argsort(-relevance, kind="stable")[: top_n or len(texts)]
+    results = [
+        {
+            "index": int(i),
+            "relevance_score": float(relevance[i]),
+            "document": texts[i] if return_documents else None,
+        }
+        for i in order
+    ]
+    tokens = sum(scores.token_counts)
+    return {
+        "object": "rerank",
+        "id": str(uuid.uuid4()),
+        "created": int(time.time()),
+        "model": model,
+        "results": results,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

@@ -70,7 +70,9 @@ class EdgeMiddleware:
         async def reply(err: APIError) -> None:
             await error_response(style, err)(scope, receive, send)
 
-        if self.api_key and not _is_open(path) and not self._authorized(scope):
+        # Open paths are pages and probes; POST / is TEI's embed (compute) and needs the key.
+        is_open = _is_open(path) and scope.get("method") in ("GET", "HEAD")
+        if self.api_key and not is_open and not self._authorized(scope):
             await reply(
                 APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
             )

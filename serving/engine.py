@@ -18,6 +18,7 @@ from models.runtime.settings import MLSettings
 from serving.batcher import Batcher, BatchStats, Overloaded
 from serving.errors import APIError
 from serving.metrics import observe_batch
+from serving.validation import check_token_ids, isolating, raise_failed, vocab_size
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,12 @@ class Engine:
         self.embedder = embedder
         self.reranker = reranker
         self.settings = settings
+        self.vocab_size = vocab_size(embedder.tokenizer_json())
         on_gpu = embedder.info.device.startswith("cuda")
         budget = settings.batch_token_budget(on_gpu)
         self.embed_batcher: Batcher[list[int], np.ndarray] = Batcher(
             "embed",
-            embedder.forward,
+            isolating(embedder.forward),
             token_budget=budget,
             max_items=settings.batch_item_cap(on_gpu),
             max_queued_tokens=settings.max_queued_tokens,
@@ -70,7 +72,7 @@ class Engine:
             rerank_gpu = reranker.info.device.startswith("cuda")
             self.rerank_batcher = Batcher(
                 "rerank",
-                reranker.forward,
+                isolating(reranker.forward),
                 token_budget=settings.batch_token_budget(rerank_gpu),
                 max_items=settings.batch_item_cap(rerank_gpu),
                 max_queued_tokens=settings.max_queued_tokens,
@@ -115,13 +117,14 @@ class Engine:
         return ids
 
     def truncate_ids(self, ids: list[list[int]], truncate: bool, field: str) -> list[list[int]]:
-        """Caller-supplied token ids: same length rule as text."""
+        """Caller-supplied token ids: same length rule as text, and only ids of the vocabulary."""
         max_len = self.embedder.info.max_length
         if not truncate:
             self._check_lengths([len(x) for x in ids], max_len, field)
         for i, x in enumerate(ids):
             if not x:
                 raise APIError(422, f"{field}[{i}] is an empty token list", param=field)
+        check_token_ids(ids, self.vocab_size, field)
         return [x[:max_len] for x in ids]
 
     @staticmethod
@@ -206,7 +209,9 @@ class Engine:
         batcher: Batcher, payloads: list, costs: list[int]
     ) -> tuple[list, BatchStats]:
         try:
-            return await batcher.submit(payloads, costs)
+            results, stats = await batcher.submit(payloads, costs)
+            raise_failed(results, "input")
+            return results, stats
         except Overloaded as exc:
             raise APIError(
                 429,

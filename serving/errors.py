@@ -23,7 +23,7 @@ class Style(StrEnum):
 
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
-COHERE_PATHS = ("/v1/rerank", "/v2/rerank")
+COHERE_PATHS = ("/v1/rerank", "/v2/rerank", "/v2/embed")
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -119,7 +119,10 @@ def _describe_validation(detail: list[dict]) -> tuple[str, str | None]:
             field += f"[{x}]" if isinstance(x, int) or str(x).isdigit() else f".{x}"
         field = field.lstrip(".") or "body"
         first_param = first_param or field.split("[")[0].split(".")[0]
-        part = f"{field}: {e.get('msg', 'invalid value')}"
+        msg = e.get("msg", "invalid value")
+        if e.get("type") == "string_pattern_mismatch":  # the only pattern: Text's r"\S"
+            msg = "must contain a non-space character"
+        part = f"{field}: {msg}"
         if part not in parts:
             parts.append(part)
     return "; ".join(parts), first_param

@@ -54,8 +54,8 @@ async def info(request: Request) -> JSONResponse:
     # "int8" (ML_API_EMBEDDER_PRECISION=int8 on CPU), "fp16" or "fp32"
     models["embedder"]["precision"] = getattr(engine.embedder, "precision", None)
     models["embedder"]["dimensions_note"] = (
-        "`dimensions` below the model's size truncates and re-normalizes; this model was not "
-        "trained for shortened (Matryoshka) embeddings, so expect lower quality"
+        "`dimensions` must equal the model's size (or be omitted): this model was not trained "
+        "for shortened (Matryoshka) embeddings, so a cut vector would be a worse one"
     )
     return JSONResponse(
         {

@@ -45,7 +45,8 @@ _STATUSES = {
     "401": "Missing or invalid API key (when ML_API_KEY is set)",
     "404": "Unknown model name",
     "413": "Payload, item count or input length over a limit",
-    "422": "Invalid input; the message names the field",
+    "415": "The body is not JSON",
+    "422": "Invalid input or an unknown field; the message names the field",
     "429": "At capacity; retry after the Retry-After header",
     "500": "Internal error",
     "503": "Not ready, or no reranker loaded",
@@ -59,6 +60,12 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
         post = item.get("post")
         if post is None:
             continue
+        # Unknown fields are refused (serving/guard.py); say so, for clients and fuzzers.
+        body = post.get("requestBody", {}).get("content", {}).get("application/json", {})
+        if "properties" in body.get("schema", {}):
+            body["schema"]["additionalProperties"] = False
+            if path == "/rerank":  # a TEI body or a documents-style body, not both
+                body["schema"]["oneOf"] = [{"required": ["texts"]}, {"required": ["documents"]}]
         ref = {"$ref": f"#/components/schemas/{_BY_STYLE[style_for(path)]}"}
         responses = post.setdefault("responses", {})
         for status in [s for s in responses if str(s) != "200"]:
@@ -68,4 +75,31 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
                 "description": description,
                 "content": {"application/json": {"schema": ref}},
             }
+    return spec
+
+
+def with_model_limits(
+    spec: dict[str, Any], *, dimension: int, max_length: int, vocab_size: int, prompts: list[str]
+) -> dict[str, Any]:
+    """Constraints that depend on the loaded model, so that what the schema allows the server
+    accepts (and schema-driven clients and fuzzers know the real limits)."""
+    spec = copy.deepcopy(spec)
+    for item in spec.get("paths", {}).values():
+        body = (item.get("post") or {}).get("requestBody", {})
+        props = body.get("content", {}).get("application/json", {}).get("schema", {})
+        props = props.get("properties", {})
+        for name in ("dimensions", "output_dimension"):
+            if name in props:  # only the model's own size (no Matryoshka cut)
+                props[name] = {**props[name], "enum": [dimension]}
+        if "max_tokens" in props:
+            props["max_tokens"] = {**props["max_tokens"], "minimum": max_length}
+        if "prompt_name" in props:
+            props["prompt_name"] = (
+                {**props["prompt_name"], "enum": prompts}
+                if prompts
+                else {"type": "null", "description": "This model declares no prompts."}
+            )
+        ids = props.get("ids", {}).get("items")
+        if isinstance(ids, dict) and ids.get("type") == "integer":
+            ids["maximum"] = vocab_size - 1
     return spec

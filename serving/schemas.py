@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -10,9 +10,32 @@ from models.runtime.settings import get_settings
 
 _MAX = get_settings().max_client_batch
 
-Text = Annotated[str, Field(min_length=1, description="A non-empty text.")]
+# At least one non-space character (JSON Schema `pattern` matches anywhere), so that what the
+# schema allows the server accepts.
+Text = Annotated[
+    str,
+    Field(min_length=1, pattern=r"\S", description="A text with a non-space character."),
+]
 Texts = Annotated[list[Text], Field(min_length=1, max_length=_MAX)]
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[
+    list[Annotated[int, Field(ge=0)]],
+    Field(
+        min_length=1,
+        description="Token ids of the served embedder's own tokenizer (GET /tokenizer, POST "
+        "/tokenize), special tokens included; used as given.",
+    ),
+]
+TruncationDirection = Annotated[
+    Literal["Right", "right"],
+    Field(description="TEI: which end to cut when truncating; only `Right` is supported."),
+]
+PromptName = Annotated[
+    str | None,
+    Field(
+        description="TEI: the name of one of the model's prompts (GET /info) to prepend; "
+        "default: the model's default prompt, if any."
+    ),
+]
 
 
 # -- TEI ------------------------------------------------------------------------------------------
@@ -22,6 +45,14 @@ class RerankHit(BaseModel):
     index: int = Field(description="Position of the text in the request.")
     score: float = Field(description="Relevance: sigmoid(logit), or the raw logit with raw_scores.")
     text: str | None = Field(None, description="The text, when return_text is true.")
+
+
+class SimpleToken(BaseModel):
+    id: int
+    text: str
+    special: bool
+    start: int | None = Field(description="Character offset in the input; null for specials.")
+    stop: int | None
 
 
 # -- OpenAI ---------------------------------------------------------------------------------------
@@ -69,9 +100,44 @@ class CohereMeta(BaseModel):
     tokens: dict[str, int]
 
 
+class CohereEmbeddings(BaseModel):
+    float_: list[list[float]] | None = Field(None, alias="float")
+    int8: list[list[int]] | None = None
+    uint8: list[list[int]] | None = None
+    binary: list[list[int]] | None = None
+    ubinary: list[list[int]] | None = None
+    base64: list[str] | None = None
+
+
+class CohereEmbedResponse(BaseModel):
+    id: str
+    response_type: Literal["embeddings_by_type"] = "embeddings_by_type"
+    embeddings: CohereEmbeddings
+    texts: list[str]
+    meta: dict[str, Any]
+
+
 class RerankResponse(BaseModel):
     id: str
     model: str
     results: list[RerankResult]
     meta: CohereMeta
+    usage: RerankUsage
+
+
+# -- Infinity / vLLM style `documents` body on /rerank ------------------------------------------
+
+
+class DocumentsRerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: str | None = Field(None, description="The document, when return_documents.")
+
+
+class DocumentsRerankResponse(BaseModel):
+    object: Literal["rerank"] = "rerank"
+    id: str
+    created: int
+    model: str
+    results: list[DocumentsRerankResult]
     usage: RerankUsage

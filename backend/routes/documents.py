@@ -106,7 +106,8 @@ async def upload_documents(
 async def list_documents(
     registry: RegistryDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # Bounded so SQLite's 64-bit OFFSET cannot overflow (a 500); 2**53 is also JSON-safe.
+    offset: Annotated[int, Query(ge=0, le=2**53)] = 0,
     status: Annotated[Status | None, Query(description="Only documents in this state")] = None,
 ) -> DocumentList:
     docs, total = registry.list(limit=limit, offset=offset, status=status)

@@ -277,6 +277,7 @@ def import_embedder(
     int8: bool = False,
     force: bool = False,
     progress: Progress = _noop,
+    prompts: dict[str, str] | None = None,
 ) -> str:
     """Import an embedder (HF id or local folder, sentence-transformers or plain transformers
     layout) into the store as ONNX. Returns the tag. Skips (returns the stored tag) when the same
@@ -291,6 +292,10 @@ def import_embedder(
     model.onnx (`models.build.quantize.quantize_embedder`; the import fails when it is off). Adds
     int8_onnx, int8_weight_type, int8_per_channel, int8_min_cosine, int8_mean_cosine,
     int8_seconds to the metadata.
+
+    `prompts` (name -> text prepended to the input, e.g. {"query": "query: "}) are merged over
+    those of sentence-transformers' config_sentence_transformers.json; stored as `prompts` and
+    `default_prompt_name` (see serving/prompts.py).
     """
     folder, recorded, revision, _ = resolve_source(source, progress)
     recorded = source_label or recorded
@@ -334,6 +339,7 @@ def import_embedder(
             "export_max_abs_diff": result.max_abs_diff,
             "export_seconds": round(result.seconds, 2),
             "exporter": result.exporter,
+            **_prompts(folder, prompts),
         }
         if meta["pooling"] not in ("mean", "cls", "last"):
             raise ValueError(f"pooling must be mean, cls or last, not {meta['pooling']!r}")
@@ -342,6 +348,17 @@ def import_embedder(
             meta |= quantize_embedder(staging, meta)
         progress(f"saving {name} to the store")
         return _save(name, "embedder", staging, meta)
+
+
+def _prompts(folder: Path, given: dict[str, str] | None) -> dict[str, Any]:
+    """Prompts of asymmetric models (e5, bge: "query: ", "passage: ") travel with the model."""
+    st = folder / "config_sentence_transformers.json"
+    cfg = _read_json(st) if st.is_file() else {}
+    prompts = {str(k): str(v) for k, v in (cfg.get("prompts") or {}).items() if v}
+    prompts |= given or {}
+    default = cfg.get("default_prompt_name")
+    # BentoML metadata cannot hold None: the default is only stored when there is one.
+    return {"prompts": prompts} | ({"default_prompt_name": default} if default in prompts else {})
 
 
 def import_reranker(

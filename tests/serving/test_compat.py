@@ -49,15 +49,6 @@ def test_openai_float_single_input_and_token_counts(oai: openai.OpenAI, ml_api: 
     assert res.usage.prompt_tokens == len(tok.encode(TEXTS[0]).ids)
 
 
-def test_openai_dimensions_truncate_and_renormalize(oai: openai.OpenAI, ml_api: str) -> None:
-    res = oai.embeddings.create(model="tiny-embedder", input=TEXTS[:2], dimensions=8)
-    got = np.array([d.embedding for d in res.data])
-    full = embed(ml_api, TEXTS[:2])[:, :8]
-    expected = full / np.linalg.norm(full, axis=1, keepdims=True)
-    assert got.shape == (2, 8)
-    assert np.abs(got - expected).max() < 1e-5
-
-
 def test_openai_token_id_input(ml_api: str) -> None:
     from tokenizers import Tokenizer
 

@@ -24,6 +24,9 @@ class EmbedderInfo:
     device: str  # "cuda:0" / "cpu"
     providers: list[str] = field(default_factory=list)  # ORT providers actually in use
     backend: str = "onnx"
+    # name -> text prepended to inputs (asymmetric models); the default applies when none is asked
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
 
 
 class Embedder(Protocol):

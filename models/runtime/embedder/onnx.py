@@ -100,6 +100,8 @@ class OnnxEmbedder:
             device=self.ort.device,
             providers=self.ort.providers,
             backend="onnx",
+            prompts=dict(metadata.get("prompts") or {}),
+            default_prompt_name=metadata.get("default_prompt_name"),
         )
 
     @classmethod

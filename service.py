@@ -22,6 +22,7 @@ from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
 from serving.info import info_app
 from serving.openapi import with_error_responses
+from serving.priority import PriorityMiddleware
 from serving.schemas import OpenAIEmbeddingList, RerankHit, RerankResponse, Text, Texts, TokenIds
 
 log = logging.getLogger("ml_api")
@@ -219,3 +220,5 @@ class MLService:
 MLService.add_asgi_middleware(  # type: ignore[attr-defined]
     EdgeMiddleware, max_payload_bytes=settings.max_payload_bytes, api_key=settings.api_key
 )
+# Inside the edge: a bad X-Priority is answered only after the API key was checked.
+MLService.add_asgi_middleware(PriorityMiddleware)  # type: ignore[attr-defined]

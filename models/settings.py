@@ -69,7 +69,7 @@ class MLSettings(BaseSettings):
     # Bulk work (X-Priority: bulk) has its own, small bound: a bulk caller should be told to back
     # off (429 + Retry-After) after a few seconds of queued work, not wait past its read timeout.
     max_queued_bulk_tokens: int = Field(
-        65_536, ge=1, description="Bulk-lane tokens waiting for compute before bulk work gets 429."
+        131_072, ge=1, description="Bulk-lane tokens waiting for compute before bulk work gets 429."
     )
     bulk_batch_tokens: int = Field(
         0,

@@ -24,7 +24,7 @@ def one_item_passes(start_ml_api: StartMLApi) -> str:
 
 async def _queued_tokens(client: httpx.AsyncClient) -> int:
     body = (await client.get("/info")).json()
-    return int(body["queue"]["embed_queued_tokens"])
+    return int(body["queue"]["embed_queued_bulk_tokens"])
 
 
 async def test_query_overtakes_queued_bulk_work_and_bulk_completes(one_item_passes: str) -> None:

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 import bentoml
 from pydantic import Field
 
-from models.embedder import load_embedder
-from models.reranker import load_reranker
-from models.settings import get_settings
-from models.store import find_model
+from models.runtime.embedder import load_embedder
+from models.runtime.registry import find_model
+from models.runtime.reranker import load_reranker
+from models.runtime.settings import get_settings
 from serving import compat
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
@@ -74,9 +74,10 @@ class MLService:
     def _warm_up(self) -> None:
         # First runs allocate arenas and pick kernels; do it before /readyz says ready.
         texts = ["warm up", "a somewhat longer sentence to warm up the kernels " * 8]
-        self.engine.embedder.embed(texts)
-        if self.engine.reranker is not None:
-            self.engine.reranker.score([("warm up", t) for t in texts])
+        embedder, reranker = self.engine.embedder, self.engine.reranker
+        embedder.forward(embedder.tokenize(texts))
+        if reranker is not None:
+            reranker.forward(reranker.encode([("warm up", t) for t in texts]))
 
     def __is_ready__(self) -> bool:
         return getattr(self, "ready", False)

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from backend.registry import Document
+from backend.settings import MAX_QUERY_CHARS
 
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 # bool first: in smart mode pydantic keeps exact types anyway, but the order documents intent.
 MetadataValue = bool | int | float | Annotated[str, StringConstraints(max_length=1000)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
-MAX_QUERY_CHARS = 2000  # schema limit; Settings.max_query_chars can only lower it further
 
 
 class Strict(BaseModel):

@@ -10,6 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The query length limit: the API schema's (backend/schemas.py) and the setting's default.
+MAX_QUERY_CHARS = 2000
+
 MiB = 1024 * 1024
 
 
@@ -87,7 +90,9 @@ class Settings(BaseSettings):
     )
     rerank_candidates: int = Field(50, ge=1, le=1000, description="Vector hits sent to rerank.")
     default_top_k: int = Field(10, ge=1, le=100)
-    max_query_chars: int = Field(2000, ge=1)
+    max_query_chars: int = Field(
+        MAX_QUERY_CHARS, ge=1, le=MAX_QUERY_CHARS, description="Can only lower the API's limit."
+    )
 
     # -- HTTP --------------------------------------------------------------------------------------
     api_key: SecretStr | None = Field(None, description="When set, routes need Bearer auth.")

@@ -40,18 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.beir import BeirData, load_beir  # noqa: E402
+from benchmarks.harness.beir import BeirData, load_beir  # noqa: E402
+from benchmarks.harness.machine import loadavg, machine_info, machine_line, versions  # noqa: E402
+from benchmarks.harness.procs import Server, free_port, stop_all_servers  # noqa: E402
+from benchmarks.harness.report import append_markdown  # noqa: E402
 from benchmarks.quality import ingest as ingest_documents  # noqa: E402
-from benchmarks.throughput import (  # noqa: E402
-    Server,
-    append_markdown,
-    free_port,
-    loadavg,
-    machine_info,
-    machine_line,
-    stop_all_servers,
-    versions,
-)
 
 console = Console()
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "scifact"
@@ -79,10 +72,10 @@ def import_minilm(home: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import modelfactory
 
-    from models import store
+    from models.build import importer
 
     with console.status("importing all-MiniLM-L6-v2 into the model store"):
-        store.import_embedder(str(modelfactory.minilm_dir()), EMBEDDER)
+        importer.import_embedder(str(modelfactory.minilm_dir()), EMBEDDER)
 
 
 def start_services(work: Path, home: Path) -> tuple[Server, Server]:

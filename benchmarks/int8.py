@@ -8,7 +8,7 @@ int8) and, on BEIR SciFact (default: train, 5,183 abstracts, 809 judged queries)
 * quality: exact cosine retrieval (numpy) with each, nDCG@10 / Recall@10 / Recall@100 / MRR@10
   by pytrec_eval, and how far the two are apart (cosine of the same text's two embeddings, overlap
   of the two top 10s);
-* throughput: texts/s of `embed()` (the ml-api's batching: length-sorted, 32 items / 16,384
+* throughput: texts/s of tokenize + forward (the ml-api's batching: length-sorted, 32 items / 16,384
   padded tokens per forward pass on CPU) on the same texts, the corpus then the queries, cut into
   chunks and run alternately fp32 / int8 (which goes first flips every chunk), so that the load
   of a shared machine falls on both alike; the speed-up is the ratio of the summed times (and the
@@ -39,8 +39,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.beir import METRICS, evaluate, load_beir, select_subset
-from benchmarks.embed_cache import RESULTS, minilm_path
+from benchmarks.harness import inprocess
+from benchmarks.harness.beir import METRICS, evaluate, load_beir, select_subset
+from benchmarks.harness.embed_cache import RESULTS, minilm_path
 from benchmarks.quality_inprocess import DEFAULT_DATA, TOP, top_k_runs
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -68,16 +69,17 @@ def load_embedders(home: Path, threads: int) -> tuple[dict[str, Any], dict[str, 
     """Import MiniLM with int8 into the store at `home`; {precision: OnnxEmbedder}, metadata."""
     os.environ["BENTOML_HOME"] = str(home)  # before bentoml is imported
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    from models import store
-    from models.embedder.onnx import OnnxEmbedder
-    from models.settings import MLSettings
+    from models.build import importer
+    from models.runtime import registry
+    from models.runtime.embedder.onnx import OnnxEmbedder
+    from models.runtime.settings import MLSettings
 
     t0 = time.perf_counter()
-    tag = store.import_embedder(
-        minilm_path(), "embedder", source_label=store.DEFAULT_EMBEDDER_SOURCE, int8=True
+    tag = importer.import_embedder(
+        minilm_path(), "embedder", source_label=registry.DEFAULT_EMBEDDER_SOURCE, int8=True
     )
     console.print(f"imported {tag} with int8 in {time.perf_counter() - t0:.1f}s")
-    model = store.find_model(tag)
+    model = registry.find_model(tag)
     assert model is not None
     meta = dict(model.info.metadata)
     meta["path"] = model.path
@@ -85,7 +87,8 @@ def load_embedders(home: Path, threads: int) -> tuple[dict[str, Any], dict[str, 
     for p in PRECISIONS:
         s = MLSettings(device="cpu", intra_op_threads=threads, embedder_precision=p)  # type: ignore[arg-type]
         embedders[p] = OnnxEmbedder.from_store("embedder", s, gpu=False)
-        embedders[p].embed(["warm up", "a somewhat longer sentence to warm up the kernels " * 8])
+        warm_up = ["warm up", "a somewhat longer sentence to warm up the kernels " * 8]
+        inprocess.embed(embedders[p], warm_up, embedders[p].settings)
     return embedders, meta
 
 
@@ -103,7 +106,9 @@ def encode_side_by_side(
         took = {}
         for p in order:
             t0 = time.perf_counter()
-            out[p][start : start + len(part)] = embedders[p].embed(part)
+            out[p][start : start + len(part)] = inprocess.embed(
+                embedders[p], part, embedders[p].settings
+            )
             took[p] = time.perf_counter() - t0
             seconds[p] += took[p]
         ratios.append(took["fp32"] / took["int8"])

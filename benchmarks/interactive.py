@@ -36,16 +36,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import ingest as ingest_bench  # noqa: E402
-from benchmarks.beir import BeirData, load_beir  # noqa: E402
+from benchmarks.harness.beir import BeirData, load_beir  # noqa: E402
+from benchmarks.harness.machine import loadavg, machine_info, machine_line  # noqa: E402
+from benchmarks.harness.procs import stop_all_servers  # noqa: E402
+from benchmarks.harness.report import append_markdown, pct  # noqa: E402
 from benchmarks.quality import ingest as ingest_documents  # noqa: E402
-from benchmarks.throughput import (  # noqa: E402
-    append_markdown,
-    loadavg,
-    machine_info,
-    machine_line,
-    pct,
-    stop_all_servers,
-)
 
 CONCURRENCY = (1, 8, 32)
 

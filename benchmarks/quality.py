@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from benchmarks.beir import (
+from benchmarks.harness.beir import (
     METRICS,
     BeirData,
     doc_scores_from_hits,
@@ -267,7 +267,7 @@ async def run_queries(
 
 def reference_run(data_dir: Path, split: str, data: BeirData, threads: int) -> tuple[Row, float]:
     """sentence-transformers MiniLM + exact cosine over whole documents (cached embeddings)."""
-    from benchmarks.embed_cache import reference_embeddings
+    from benchmarks.harness.embed_cache import reference_embeddings
     from benchmarks.quality_inprocess import top_k_runs
 
     t0 = time.perf_counter()

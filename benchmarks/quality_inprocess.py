@@ -38,9 +38,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from backend.ingest.sparse import BM25Encoder
-from benchmarks.beir import METRICS, evaluate, load_beir, ranking_from_scores, select_subset
-from benchmarks.embed_cache import RESULTS, reference_embeddings
+from backend.store.sparse import BM25Encoder
+from benchmarks.harness.beir import METRICS, evaluate, load_beir, ranking_from_scores, select_subset
+from benchmarks.harness.embed_cache import RESULTS, reference_embeddings
 
 DEFAULT_DATA = Path("/work/shared/eval/scifact")
 TOP = 100  # results per query (Recall@100)

@@ -75,16 +75,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput import (  # noqa: E402
-    Section,
-    append_markdown,
-    f0,
-    f1,
-    free_port,
-    loadavg,
-    pct,
-    stop_group,
-)
+from benchmarks.harness.machine import loadavg  # noqa: E402
+from benchmarks.harness.procs import free_port, stop_group  # noqa: E402
+from benchmarks.harness.report import Section, append_markdown, f0, f1, pct  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "scifact"

@@ -10,7 +10,7 @@ What runs, in this order (one contender at a time, so they never share the CPU):
    initialised one (6 layers, 384 hidden: MiniLM's shape), all through `ragctl models import-*`.
 2. In-process: ONNX Runtime on the store's own model.onnx (intra-op threads = cores, texts sorted
    by length and cut into sub-batches; batch size swept, the best one is the reference "ORT
-   best"); our `OnnxEmbedder.embed()` (the ml-api runtime, token-budget sub-batches);
+   best"); our `OnnxEmbedder` (the ml-api runtime, token-budget sub-batches);
    sentence-transformers at its default batch size 32; FlagReranker.compute_score.
 3. The ml-api (`bentoml serve service:MLService` on a free port, this store) over HTTP with
    httpx.AsyncClient at concurrency 1, 16 and 64; /rerank with (1 query, 100 passages) requests.
@@ -43,13 +43,11 @@ import gc
 import json
 import math
 import os
-import platform
 import random
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +76,13 @@ from rich.progress import (
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness.machine import loadavg, machine_info, machine_line, versions  # noqa: E402
+from benchmarks.harness.procs import Server, free_port, stop_all_servers  # noqa: E402
+from benchmarks.harness.report import Section, append_markdown, f0, f1, pct, ratio  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 _SHARED_DATA = ROOT.parent / "shared" / "eval" / "scifact"
 DEFAULT_DATA = _SHARED_DATA if _SHARED_DATA.is_dir() else Path("/work/shared/eval/scifact")
@@ -193,83 +198,11 @@ def load_texts(data: Path, plan: Plan) -> tuple[TextSet, TextSet, TextSet, list[
 
 def resolve_device(device: str) -> str:
     """ "cuda" or "cpu": `auto` takes the GPU when the NVIDIA driver reports one."""
-    from models import devices
+    from models.runtime import devices
 
     if device == "auto":
         return "cuda" if devices.gpu_present() else "cpu"
     return device
-
-
-def gpu_name() -> str | None:
-    try:
-        import torch
-
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # no usable driver
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    import psutil
-
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    return {
-        "cpu": cpu,
-        "cores": cores,
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "gpu": gpu_name(),
-    }
-
-
-def machine_line(m: dict[str, Any], device: str) -> str:
-    where = (
-        f"GPU {m['gpu']}, every contender on CUDA"
-        if device == "cuda"
-        else ("no GPU" if not m.get("gpu") else f"GPU {m['gpu']} not used") + " (everything on CPU)"
-    )
-    return (
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
-        f"Python {m['python']}; {where}"
-    )
-
-
-def loadavg() -> str:
-    a, b, c = os.getloadavg()
-    return f"{a:.2f} {b:.2f} {c:.2f}"
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in (
-        "onnxruntime-gpu",
-        "onnxruntime",
-        "torch",
-        "sentence-transformers",
-        "FlagEmbedding",
-        "transformers",
-        "bentoml",
-        "httpx",
-    ):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    return out
-
-
-def pct(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if len(values) else None
 
 
 # -- the model store ---------------------------------------------------------------------------
@@ -311,7 +244,7 @@ class StoredModel:
 
 
 def stored(name: str) -> StoredModel:
-    from models.store import find_model, model_path
+    from models.runtime.registry import find_model, model_path
 
     model = find_model(name)
     if model is None:
@@ -329,8 +262,8 @@ class OrtReference:
     def __init__(self, model: StoredModel, threads: int, device: str = "cpu") -> None:
         from tokenizers import Tokenizer
 
-        from models.onnx_session import create_session
-        from models.settings import MLSettings
+        from models.runtime.onnx_session import create_session
+        from models.runtime.settings import MLSettings
 
         meta = model.meta
         self.max_length = int(meta["max_length"])
@@ -456,132 +389,6 @@ class Failure:
 
 
 # -- servers -----------------------------------------------------------------------------------
-
-_SERVERS: list[Server] = []
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM a server's process group, SIGKILL it after `timeout`, then kill whatever is left
-    in the group (workers that outlived their parent)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process in its own process group (stopped as a group, also on Ctrl-C)."""
-
-    def __init__(
-        self,
-        name: str,
-        cmd: list[str],
-        *,
-        env: dict[str, str],
-        cwd: Path,
-        log_path: Path,
-        port: int,
-        ready_path: str,
-    ) -> None:
-        self.name = name
-        self.cmd = cmd
-        self.env = env
-        self.cwd = cwd
-        self.log_path = log_path
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.ready_path = ready_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start_seconds = 0.0
-
-    def start(self, timeout: float) -> None:
-        import httpx
-
-        t0 = time.perf_counter()
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                cwd=self.cwd,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _SERVERS.append(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    self.start_seconds = time.perf_counter() - t0
-                    return
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
-
-    def _tree(self) -> list[Any]:
-        import psutil
-
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def cpu_seconds(self) -> float:
-        import psutil
-
-        total = 0.0
-        for p in self._tree():
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
-
-    def rss_mb(self) -> float:
-        import psutil
-
-        total = 0
-        for p in self._tree():
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total / 2**20
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc is None:
-            return
-        stop_group(self.proc, timeout)
-        if self in _SERVERS:
-            _SERVERS.remove(self)
-
-
-def stop_all_servers() -> None:
-    for server in list(_SERVERS):
-        with contextlib.suppress(Exception):
-            server.stop(timeout=10)
 
 
 # -- HTTP load ---------------------------------------------------------------------------------
@@ -830,20 +637,20 @@ class Bench:
         self.home = Path(self.args.store) if self.args.store else work / "bentoml_home"
         self.home.mkdir(parents=True, exist_ok=True)
         os.environ["BENTOML_HOME"] = str(self.home)
-        # Our importer (models.store, what `ragctl models import-*` calls), in this process:
-        # one torch/transformers start-up instead of three.
-        from models import store
+        # Our importer (models.build.importer, what `ragctl models import-*` calls), in this
+        # process: one torch/transformers start-up instead of three.
+        from models.build import importer
 
         steps: list[tuple[str, Callable[[Callable[[str], None]], Any]]] = [
             (
                 "MiniLM",
-                lambda progress: store.import_embedder(
+                lambda progress: importer.import_embedder(
                     str(self.minilm), EMBEDDER, progress=progress
                 ),
             ),
             (
                 "tiny cross-encoder",
-                lambda progress: store.import_reranker(
+                lambda progress: importer.import_reranker(
                     str(modelfactory.make_tiny_cross_encoder(src / "tiny-rr")),
                     TINY_RR,
                     progress=progress,
@@ -856,7 +663,7 @@ class Bench:
             steps.append(
                 (
                     "mid-size cross-encoder",
-                    lambda progress: store.import_reranker(
+                    lambda progress: importer.import_reranker(
                         str(make_mid_cross_encoder(src / "mid-rr", self.minilm)),
                         MID_RR,
                         progress=progress,
@@ -988,9 +795,12 @@ class Bench:
         self.progress.update(task, description="in-process ORT: done")
 
     def inprocess_runtime(self) -> None:
-        """Our own runtime (models.embedder.onnx.OnnxEmbedder.embed), in-process."""
-        from models.embedder import load_embedder
-        from models.settings import MLSettings
+        """Our own runtime (OnnxEmbedder: tokenize, then forward on the sub-batches the
+        ml-api's batcher plans), in-process. The row keeps its name `OnnxEmbedder.embed()`
+        for comparison with earlier reports."""
+        from benchmarks.harness import inprocess
+        from models.runtime.embedder import load_embedder
+        from models.runtime.settings import MLSettings
 
         task = self.progress.add_task("OnnxEmbedder.embed()", total=1)
         try:
@@ -1002,10 +812,10 @@ class Bench:
             self.failures.append(Failure("OnnxEmbedder in-process", f"{type(exc).__name__}: {exc}"))
             return
         mixed = self.sets["mixed"]
-        emb.embed(mixed.texts[:64])
+        inprocess.embed(emb, mixed.texts[:64], settings)
         self.refresh_probe()
         t0, c0 = time.perf_counter(), time.process_time()
-        vecs = emb.embed(mixed.texts)
+        vecs = inprocess.embed(emb, mixed.texts, settings)
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         self.add(
             Run(
@@ -1469,7 +1279,7 @@ class Bench:
     def ingest(self, work: Path) -> None:
         """SciFact through the backend against embedding the same chunks alone (ingest.py)."""
         from benchmarks import ingest
-        from benchmarks.beir import load_beir
+        from benchmarks.harness.beir import load_beir
 
         self.section_load["ingest"] = loadavg()
         data = ingest.subset(load_beir(self.args.data, "train"), self.plan.ingest_docs)
@@ -1507,28 +1317,6 @@ def ingest_columns() -> list[str]:
     from benchmarks.ingest import COLUMNS
 
     return COLUMNS
-
-
-@dataclass
-class Section:
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-
-
-def f0(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.0f}"
-
-
-def f1(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.1f}"
-
-
-def ratio(x: float | None, ref: float | None) -> str:
-    if x is None or not ref:
-        return "-"
-    return f"{x / ref:.2f}x"
 
 
 def build_report(b: Bench) -> tuple[list[str], list[Section], dict[str, Any]]:
@@ -1713,7 +1501,8 @@ def build_report(b: Bench) -> tuple[list[str], list[Section], dict[str, Any]]:
             [
                 "Both rerankers are randomly initialised BERTs with the MiniLM tokenizer (tiny: "
                 "the tests' modelfactory one), imported with our importer "
-                "(models.store.import_reranker, what `ragctl models import-reranker` runs); "
+                "(models.build.importer.import_reranker, what `ragctl models import-reranker` "
+                "runs); "
                 "FlagReranker.compute_score runs in-process on the stored folder with the same "
                 "max_length, one request (100 pairs) per call. The ml-api is measured with each "
                 "ML_API_RERANKER_BACKEND (flag = FlagEmbedding/PyTorch, onnx = ONNX Runtime).",
@@ -1955,32 +1744,6 @@ def markdown(header: list[str], sections: list[Section], quick: bool) -> str:
             lines.append("")
             lines += [f"{n}  " for n in s.notes]
     return "\n".join(lines) + "\n"
-
-
-DOC_INTRO = """# Benchmarks
-
-Measured numbers for the ml-api and its peers, each section appended by the script that
-produced it (with the date, the machine and the command, so a section can be re-run and
-compared). Older sections stay as they were: compare like with like (same machine, same command).
-
-- Throughput (`benchmarks/throughput.py`): embeddings and reranking, ml-api over HTTP against
-  in-process ONNX Runtime, sentence-transformers, FlagEmbedding and Infinity, on SciFact texts.
-"""
-
-
-def append_markdown(path: Path, text: str, intro: str | None = DOC_INTRO) -> None:
-    """Append `text` as a section; a new or empty file starts with `intro`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if intro and (not path.exists() or not path.read_text().strip()):
-        path.write_text(intro)
-    existing = path.read_text() if path.exists() else ""
-    sep = (
-        ""
-        if not existing or existing.endswith("\n\n")
-        else ("\n" if existing.endswith("\n") else "\n\n")
-    )
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(sep + text)
 
 
 # -- main --------------------------------------------------------------------------------------

@@ -68,11 +68,11 @@ def import_embedder(
     force: Annotated[bool, typer.Option(help="Import again even if already stored.")] = False,
 ) -> None:
     """Export an embedder to ONNX and store it with its tokenizer and metadata."""
-    from models import store
+    from models.build import importer
 
     try:
         with _status(f"importing {source}") as progress:
-            tag = store.import_embedder(
+            tag = importer.import_embedder(
                 source,
                 name,
                 pooling=pooling,
@@ -96,11 +96,11 @@ def import_reranker(
     force: Annotated[bool, typer.Option(help="Import again even if already stored.")] = False,
 ) -> None:
     """Store a cross-encoder (and its ONNX export) with its tokenizer and metadata."""
-    from models import store
+    from models.build import importer
 
     try:
         with _status(f"importing {source}") as progress:
-            tag = store.import_reranker(source, name, onnx=onnx, force=force, progress=progress)
+            tag = importer.import_reranker(source, name, onnx=onnx, force=force, progress=progress)
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
     _line(f"{name}: stored as {tag}")
@@ -126,11 +126,11 @@ def import_defaults(
 ) -> None:
     """all-MiniLM-L6-v2 as `embedder` (shipped, no download) and a reranker from the hub as
     `reranker` (skipped with a note when the hub is unreachable). Stored models are kept."""
-    from models import store
+    from models.build import importer
 
     try:
         with _status("importing the default models") as progress:
-            store.import_defaults(reranker, int8=int8, echo=_line, progress=progress)
+            importer.import_defaults(reranker, int8=int8, echo=_line, progress=progress)
     except (ValueError, RuntimeError, OSError) as err:
         raise _fail(err) from err
 
@@ -147,9 +147,9 @@ def _size(n: int) -> str:
 @app.command("list")
 def list_models() -> None:
     """Models in the store: name, tag, kind, dimension / max length, source, size, created."""
-    from models import store
+    from models.build import importer
 
-    rows = store.list_models()
+    rows = importer.list_models()
     if not rows:
         console.print("No models in the store. Run `ragctl models import-defaults`.")
         return

@@ -73,8 +73,9 @@ def up(
     data = data.resolve()
     (data / "logs").mkdir(parents=True, exist_ok=True)
     if import_models:
-        from models.settings import get_settings
-        from models.store import find_model, import_defaults
+        from models.build.importer import import_defaults
+        from models.runtime.registry import find_model
+        from models.runtime.settings import get_settings
 
         if find_model(get_settings().embedder) is None:
             console.print("Importing the default models (first run only)...")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from models.batching import plan_batches
+from serving.batch_plan import plan_batches
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
-from models.embedder.base import EmbedderInfo
-from models.reranker.base import RerankerInfo
+from models.runtime.embedder.base import EmbedderInfo
+from models.runtime.reranker.base import RerankerInfo
 from serving.batcher import BatchStats
 from serving.engine import Embeddings, Engine, Scores, sigmoid
 from serving.errors import APIError

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.embedder.base import Embedder
-from models.reranker.base import Reranker
-from models.settings import MLSettings
+from models.runtime.embedder.base import Embedder
+from models.runtime.reranker.base import EncodedPair, Reranker
+from models.runtime.settings import MLSettings
 from serving.batcher import Batcher, BatchStats, Overloaded
 from serving.errors import APIError
 from serving.metrics import observe_batch
@@ -66,12 +66,12 @@ class Engine:
             bulk_token_budget=settings.bulk_token_budget(on_gpu),
             on_batch=lambda n, t, s: observe_batch("embed", n, t, s),
         )
-        self.rerank_batcher: Batcher[tuple[str, str], float] | None = None
+        self.rerank_batcher: Batcher[EncodedPair, float] | None = None
         if reranker is not None:
             rerank_gpu = reranker.info.device.startswith("cuda")
             self.rerank_batcher = Batcher(
                 "rerank",
-                reranker.score,
+                reranker.forward,
                 token_budget=settings.batch_token_budget(rerank_gpu),
                 max_items=settings.batch_item_cap(rerank_gpu),
                 max_queued_tokens=settings.max_queued_tokens,
@@ -195,13 +195,13 @@ class Engine:
         if max_tokens_per_doc is not None:
             texts = await asyncio.to_thread(reranker.cut_passages, texts, max_tokens_per_doc)
         pairs = [(query, t) for t in texts]
-        counts = await asyncio.to_thread(reranker.count_tokens, pairs)
-        max_len = reranker.info.max_length
+        # Tokenized once: the lengths for the limit, the batcher's costs and the forward pass.
+        encoded = await asyncio.to_thread(reranker.encode, pairs)
+        counts = [e.length for e in encoded]
         if not truncate:
-            self._check_lengths(counts, max_len, field)
-        # Budget by what the model will really see (pairs are truncated at max_len).
-        costs = [min(c, max_len) for c in counts]
-        logits, stats = await self._submit(self.rerank_batcher, pairs, costs)
+            self._check_lengths(counts, reranker.info.max_length, field)
+        costs = [len(e.input_ids) for e in encoded]  # what the model sees, truncated
+        logits, stats = await self._submit(self.rerank_batcher, encoded, costs)
         return Scores([float(x) for x in logits], counts, stats)
 
     @staticmethod

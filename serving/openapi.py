@@ -42,7 +42,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
 }
 _BY_STYLE = {Style.TEI: "TEIError", Style.OPENAI: "OpenAIError", Style.COHERE: "CohereError"}
 _STATUSES = {
-    "401": "Missing or invalid API key (when ML_API_API_KEY is set)",
+    "401": "Missing or invalid API key (when ML_API_KEY is set)",
     "404": "Unknown model name",
     "413": "Payload, item count or input length over a limit",
     "422": "Invalid input; the message names the field",

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from models.settings import get_settings
+from models.runtime.settings import get_settings
 
 _MAX = get_settings().max_client_batch
 

@@ -87,6 +87,9 @@ def test_bento_build(model_store: Path, tmp_path: Path) -> None:
     assert packed == {TINY_EMBEDDER, TINY_RERANKER}
     assert (bento / "src" / "service.py").exists()
     assert (bento / "src" / "serving" / "batcher.py").exists()
+    # The runtime the service loads, not the build side (hub, export, quantize, import).
+    assert (bento / "src" / "models" / "runtime" / "embedder" / "onnx.py").exists()
+    assert not (bento / "src" / "models" / "build").exists()
     assert not (bento / "src" / "tests").exists()
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     # No CUDA 12 base image under the CUDA 13 wheels.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.beir import (
+from benchmarks.harness.beir import (
     BeirData,
     Doc,
     doc_scores_from_hits,

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from backend.ingest.sparse import STOP_WORDS, BM25Encoder, term_id, tokenize
+from backend.store.sparse import STOP_WORDS, BM25Encoder, term_id, tokenize
 
 
 def as_dict(vec: tuple[list[int], list[float]]) -> dict[int, float]:
@@ -112,7 +112,7 @@ def test_hash_is_crc32_and_stable_across_processes() -> None:
     assert term_id("cancer") == 2887383057
     assert term_id("studi") == zlib.crc32(b"studi")
     code = (
-        "from backend.ingest.sparse import BM25Encoder;"
+        "from backend.store.sparse import BM25Encoder;"
         "print(BM25Encoder().encode_query('Studies of cancer cells'))"
     )
     outs = {
@@ -147,7 +147,7 @@ def test_encoding_is_thread_safe() -> None:
     """Ingest encodes documents in several threads at once (the stemmer has per-call state)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from backend.ingest import sparse
+    from backend.store import sparse
 
     words = [f"pseudouridylation{i} profiling{i} regulated{i} running{i}" for i in range(3000)]
     sparse._stem.cache_clear()

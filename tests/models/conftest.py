@@ -65,13 +65,13 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
 @pytest.fixture(scope="session")
 def defaults(bentoml_home: Path) -> Defaults:
     """`import_defaults` offline in the session store: MiniLM as `embedder`, no reranker."""
-    from models import store
+    from models.build import importer
 
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")
     lines: list[str] = []
     try:
-        tags = store.import_defaults(echo=lines.append)
+        tags = importer.import_defaults(echo=lines.append)
     finally:
         mp.undo()
     return Defaults(lines, tags)
@@ -80,13 +80,13 @@ def defaults(bentoml_home: Path) -> Defaults:
 @pytest.fixture(scope="session")
 def tiny_store(bentoml_home: Path, sources: Sources) -> dict[str, str]:
     """The tiny embedders (mean, cls, last-token pooling) and the tiny cross-encoder, imported."""
-    from models import store
+    from models.build import importer
 
     return {
-        TINY_MEAN: store.import_embedder(str(sources.mean), TINY_MEAN),
-        TINY_CLS: store.import_embedder(str(sources.cls), TINY_CLS),
-        TINY_LAST: store.import_embedder(str(sources.last), TINY_LAST),
-        TINY_RERANKER: store.import_reranker(str(sources.cross_encoder), TINY_RERANKER),
+        TINY_MEAN: importer.import_embedder(str(sources.mean), TINY_MEAN),
+        TINY_CLS: importer.import_embedder(str(sources.cls), TINY_CLS),
+        TINY_LAST: importer.import_embedder(str(sources.last), TINY_LAST),
+        TINY_RERANKER: importer.import_reranker(str(sources.cross_encoder), TINY_RERANKER),
     }
 
 

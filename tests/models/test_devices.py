@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import devices
-from models.batching import plan_batches
-from models.onnx_session import create_session, session_options
-from models.settings import MLSettings
+from models.runtime import devices
+from models.runtime.onnx_session import create_session, session_options
+from models.runtime.settings import MLSettings
+from serving.batch_plan import plan_batches
 
 CPU = devices.CPU_EP
 CUDA = devices.CUDA_EP
@@ -77,7 +77,7 @@ def test_cuda_wanted_but_inactive_fails() -> None:
 
 def test_cuda_wanted_but_inactive_warns(caplog: pytest.LogCaptureFixture) -> None:
     wanted = devices.choose_providers("auto", gpu=True)
-    with caplog.at_level(logging.WARNING, logger="models.devices"):
+    with caplog.at_level(logging.WARNING, logger="models.runtime.devices"):
         assert devices.check_active_providers(wanted, [CPU], "warn") == [CPU]
     assert any("Falling back to CPU" in r.getMessage() for r in caplog.records)
 

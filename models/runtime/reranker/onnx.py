@@ -1,5 +1,5 @@
 """The ONNX Runtime cross-encoder: the stored model.onnx (output logits), FlagReranker's
-tokenization re-done with `tokenizers`, length-sorted token-budget sub-batches."""
+tokenization re-done with `tokenizers`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from models.batching import plan_batches
-from models.onnx_session import OrtSession, create_session
-from models.reranker.base import RerankerInfo
-from models.reranker.pairs import PairTokenizer
-from models.settings import MLSettings
+from models.runtime.onnx_session import OrtSession, create_session
+from models.runtime.reranker.base import EncodedPair, RerankerInfo
+from models.runtime.reranker.pairs import PairTokenizer
+from models.runtime.settings import MLSettings
 
 
 class OnnxCrossEncoder:
@@ -43,7 +42,6 @@ class OnnxCrossEncoder:
         self.pairs = PairTokenizer(model_dir / "tokenizer.json", self.max_length)
         self.ort: OrtSession = create_session(model_dir / "model.onnx", settings, gpu)
         self._inputs = list(self.ort.input_types)
-        self._item_cap = settings.batch_item_cap(self.ort.on_gpu)
         self.info = RerankerInfo(
             name=name,
             tag=tag,
@@ -59,32 +57,24 @@ class OnnxCrossEncoder:
     def cut_passages(self, texts: list[str], max_tokens: int) -> list[str]:
         return self.pairs.cut(texts, max_tokens)
 
-    def count_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
-        return self.pairs.count(pairs)
+    def encode(self, pairs: list[tuple[str, str]]) -> list[EncodedPair]:
+        return self.pairs.encode(pairs)
 
-    def _forward(self, encoded: list[tuple[list[int], list[int]]]) -> np.ndarray:
-        n = len(encoded)
-        width = max(len(ids) for ids, _ in encoded)
+    def forward(self, batch: list[EncodedPair]) -> np.ndarray:
+        n = len(batch)
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        width = max(len(e.input_ids) for e in batch)
         input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
         types = np.zeros((n, width), dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
-        for i, (ids, tt) in enumerate(encoded):
-            input_ids[i, : len(ids)] = ids
-            types[i, : len(tt)] = tt
-            mask[i, : len(ids)] = 1
+        for i, e in enumerate(batch):
+            input_ids[i, : len(e.input_ids)] = e.input_ids
+            if e.token_type_ids is not None:
+                types[i, : len(e.token_type_ids)] = e.token_type_ids
+            mask[i, : len(e.input_ids)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = types
         logits = self.ort.run(self.output, feeds)
         return logits.reshape(n, -1)[:, 0].astype(np.float32)
-
-    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
-        if not pairs:
-            return []
-        encoded = self.pairs.encode(pairs)
-        out = np.zeros(len(pairs), dtype=np.float32)
-        budget = self.settings.batch_token_budget(self.ort.on_gpu)
-        lengths = [len(ids) for ids, _ in encoded]
-        for idx in plan_batches(lengths, budget, self._item_cap):
-            out[idx] = self._forward([encoded[i] for i in idx])
-        return out.tolist()

@@ -1,4 +1,4 @@
-"""Length-sorted token-budget sub-batches, shared by the runtimes' convenience paths."""
+"""Length-sorted token-budget batches: the plan the batcher (serving/batcher.py) runs."""
 
 from __future__ import annotations
 

@@ -10,9 +10,8 @@ next to model.onnx in the same BentoML model folder:
                              pooled embeddings
 
 The import fails when the int8 model's pooled embeddings of that batch are off from float32
-(min cosine < MIN_COSINE). The runtime (`ML_API_EMBEDDER_PRECISION=int8`) runs the same check
-again at start-up, on the CPU that serves: integer kernels differ between CPUs (without VNNI,
-u8 x s8 products can saturate), so a model verified on one machine is re-verified on the other.
+(min cosine < MIN_COSINE). Choosing the file and re-checking it on the serving CPU at start-up
+is the runtime's part: `models.runtime.int8`.
 
 Choice measured on all-MiniLM-L6-v2 (2-core AMD EPYC with AVX512-VNNI, 256 SciFact abstracts):
 QInt8 per-channel ~1.9x the float32 texts/s at min/mean cosine 0.990 / 0.994; QInt8 per-tensor
@@ -24,24 +23,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models import devices
-from models.settings import MLSettings
+from models.runtime import devices
+from models.runtime.embedder.onnx import pool
+from models.runtime.int8 import CHECK_FILE, INT8_FILE, Forward, check
 
 log = logging.getLogger(__name__)
 
-INT8_FILE = "model.int8.onnx"
-CHECK_FILE = "model.int8.check.npz"
-# all-MiniLM-L6-v2 gives min 0.982 / mean 0.993 on SAMPLE_TEXTS: one-word texts are the worst
-# (0.98 for "hello"; activations are quantized per batch, so it moves with the batch too). A
-# broken int8 model (per-tensor weights; saturating kernels) falls to ~0.9 and below.
-MIN_COSINE = 0.97
 WEIGHT_TYPE = "QInt8"
 PER_CHANNEL = True
 
@@ -66,56 +59,6 @@ SAMPLE_TEXTS = [
     "are given to the model as context.",
     "A much longer passage about retrieval, embeddings and reranking. " * 40,
 ]
-
-
-@dataclass(frozen=True)
-class Int8Check:
-    min_cosine: float
-    mean_cosine: float
-
-
-# -- choosing the model file at run time ------------------------------------------------------
-
-
-def reimport_command(name: str, source: str) -> str:
-    from models.store import DEFAULT_EMBEDDER_SOURCE
-
-    if (name, source) == ("embedder", DEFAULT_EMBEDDER_SOURCE):
-        return "ragctl models import-defaults --int8"
-    return f"ragctl models import-embedder {source} --name {name} --int8"
-
-
-def select_embedder_onnx(
-    model_dir: str | Path, metadata: dict[str, Any], settings: MLSettings, gpu: bool, tag: str
-) -> tuple[Path, bool]:
-    """(ONNX file to load, whether it is the int8 one) for `settings.embedder_precision`.
-
-    int8 is for CPU only: when the session will be on CUDA, a warning and model.onnx (float16
-    or float32 as usual). int8 asked for on a model imported without it raises with the
-    command that re-imports it.
-    """
-    model_dir = Path(model_dir)
-    fp32 = model_dir / "model.onnx"
-    if settings.embedder_precision != "int8":
-        return fp32, False
-    if devices.wants_cuda(settings.device, gpu):
-        log.warning(
-            "ML_API_EMBEDDER_PRECISION=int8 applies on CPU only; the embedder %s runs on CUDA "
-            "in %s (set ML_API_DEVICE=cpu for int8 on CPU)",
-            tag,
-            "float16" if settings.fp16 else "float32",
-        )
-        return fp32, False
-    name = tag.split(":", 1)[0]
-    file = metadata.get("int8_onnx")
-    if not file or not (model_dir / file).is_file() or not (model_dir / CHECK_FILE).is_file():
-        raise RuntimeError(
-            f"ML_API_EMBEDDER_PRECISION=int8, but the embedder {tag} was imported without an "
-            f"int8 model ({INT8_FILE}). Re-import it with `"
-            f"{reimport_command(name, str(metadata.get('source', 'SOURCE')))}`, or set "
-            "ML_API_EMBEDDER_PRECISION=fp32."
-        )
-    return model_dir / file, True
 
 
 # -- quantization and its check ---------------------------------------------------------------
@@ -171,20 +114,9 @@ def sample_batch(
     return input_ids, mask
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return (a * b).sum(axis=1)
-
-
-Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids, mask) -> pooled (n, dim)
-
-
 def cpu_forward(onnx_path: Path, metadata: dict[str, Any]) -> Forward:
     """Pooled, not normalized, embeddings from a plain CPU session on `onnx_path`."""
     import onnxruntime as ort
-
-    from models.embedder.onnx import pool
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -199,24 +131,6 @@ def cpu_forward(onnx_path: Path, metadata: dict[str, Any]) -> Forward:
         return pool(hidden, mask, pooling)
 
     return forward
-
-
-def check(forward: Forward, check_file: Path, min_cosine: float | None = None) -> Int8Check:
-    """Cosine of `forward` on the stored sample batch against its stored float32 embeddings;
-    RuntimeError when the lowest is under `min_cosine` (default MIN_COSINE)."""
-    if min_cosine is None:
-        min_cosine = MIN_COSINE
-    with np.load(check_file) as data:
-        ids, mask, ref = data["input_ids"], data["attention_mask"], data["reference"]
-    cos = cosines(forward(ids, mask), ref)
-    result = Int8Check(float(cos.min()), float(cos.mean()))
-    if not np.isfinite(result.min_cosine) or result.min_cosine < min_cosine:
-        raise RuntimeError(
-            f"the int8 embedder is off from float32 on this CPU: min cosine "
-            f"{result.min_cosine:.4f} < {min_cosine} over {len(cos)} sample texts "
-            f"(mean {result.mean_cosine:.4f})"
-        )
-    return result
 
 
 def quantize_embedder(

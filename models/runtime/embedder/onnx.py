@@ -8,18 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from models import devices, quantize
-from models.batching import plan_batches
-from models.embedder.base import EmbedderInfo, Pooling
-from models.onnx_session import OrtSession, create_session
-from models.settings import MLSettings
+from models.runtime import devices, int8
+from models.runtime.embedder.base import EmbedderInfo, Pooling
+from models.runtime.onnx_session import OrtSession, create_session
+from models.runtime.registry import find_model
+from models.runtime.settings import MLSettings
 
 log = logging.getLogger(__name__)
-
-
-def l2_normalize(v: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return (v / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
@@ -36,7 +31,7 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
 
 
 class OnnxEmbedder:
-    """An `Embedder` on ONNX Runtime, from a model imported with `models.store.import_embedder`.
+    """An `Embedder` on ONNX Runtime, from a model imported by `models.build.importer`.
 
     Thread-safe: the ORT session is, and the tokenizers are configured once and only read.
     """
@@ -71,15 +66,15 @@ class OnnxEmbedder:
 
         if gpu is None:
             gpu = devices.gpu_present()
-        onnx_file, int8 = quantize.select_embedder_onnx(model_dir, metadata, settings, gpu, tag)
+        onnx_file, is_int8 = int8.select_embedder_onnx(model_dir, metadata, settings, gpu, tag)
         self.onnx_file = onnx_file
         self.ort: OrtSession = create_session(onnx_file, settings, gpu)
         self._inputs = list(self.ort.input_types)
         # What runs: "int8" (model.int8.onnx on CPU), "fp16" or "fp32".
-        self.precision = "int8" if int8 else ("fp16" if self.ort.dtype == "float16" else "fp32")
-        if int8:  # the integer kernels of this CPU against the float32 embeddings of the import
+        self.precision = "int8" if is_int8 else ("fp16" if self.ort.dtype == "float16" else "fp32")
+        if is_int8:  # the integer kernels of this CPU against the float32 embeddings of the import
             try:
-                result = quantize.check(self._pooled, model_dir / quantize.CHECK_FILE)
+                result = int8.check(self._pooled, model_dir / int8.CHECK_FILE)
             except RuntimeError as err:
                 raise RuntimeError(
                     f"embedder {tag}: {err} (int8 products can saturate on CPUs without "
@@ -108,8 +103,6 @@ class OnnxEmbedder:
 
     @classmethod
     def from_store(cls, name: str, settings: MLSettings, gpu: bool | None = None) -> OnnxEmbedder:
-        from models.store import find_model
-
         model = find_model(name)
         if model is None:
             raise LookupError(
@@ -154,13 +147,3 @@ class OnnxEmbedder:
             input_ids[i, : len(ids)] = ids
             mask[i, : len(ids)] = 1
         return self._pooled(input_ids, mask)
-
-    def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
-        ids = self.tokenize(texts, truncate=True)
-        out = np.zeros((len(ids), self.dimension), dtype=np.float32)
-        budget = self.settings.batch_token_budget(self.ort.on_gpu)
-        for idx in plan_batches(
-            [len(x) for x in ids], budget, self.settings.batch_item_cap(self.ort.on_gpu)
-        ):
-            out[idx] = self.forward([ids[i] for i in idx])
-        return l2_normalize(out) if normalize else out

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.runtime.reranker.base import EncodedPair
+
 
 @dataclass(frozen=True)
 class PairTemplate:
@@ -112,24 +114,19 @@ class PairTokenizer:
     def cut(self, texts: list[str], max_tokens: int) -> list[str]:
         return cut_texts(self.tokenizer, texts, max_tokens)
 
-    def count(self, pairs: list[tuple[str, str]]) -> list[int]:
-        """Untruncated length of each pair, special tokens included."""
-        qs = self._ids([q for q, _ in pairs])
-        ps = self._ids([p for _, p in pairs])
-        extra = self.template.num_special
-        return [len(q) + len(p) + extra for q, p in zip(qs, ps, strict=True)]
-
-    def encode(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """(input_ids, token_type_ids) of each pair, truncated as FlagReranker truncates."""
+    def encode(self, pairs: list[tuple[str, str]]) -> list[EncodedPair]:
+        """Each pair truncated as FlagReranker truncates, with its untruncated length."""
         qs = self._ids([q for q, _ in pairs])
         ps = self._ids([p for _, p in pairs])
         out = []
         for q, p in zip(qs, ps, strict=True):
+            length = len(q) + len(p) + self.template.num_special
             q = q[: self.query_max_length]
             p = p[: self.max_length]
             overflow = len(q) + len(p) + self.template.num_special - self.max_length
             # transformers' only_second: cut the passage, unless it is too short to absorb it
             if 0 < overflow < len(p):
                 p = p[:-overflow]
-            out.append(self.template.build(q, p))
+            ids, types = self.template.build(q, p)
+            out.append(EncodedPair(ids, types, length))
         return out

@@ -40,10 +40,6 @@ class Embedder(Protocol):
 
     def forward(self, batch: list[list[int]]) -> np.ndarray:
         """Pooled, NOT normalized float32 embeddings (n, dimension) for one padded batch.
-        Pads to the longest in `batch`. Thread-safe."""
-        ...
-
-    def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
-        """Convenience path: tokenize, sort by length, cut into token-budget sub-batches,
-        forward, restore input order, normalize."""
+        Pads to the longest in `batch`, which the caller planned (the ml-api's batcher: there
+        is no batching inside a runtime). Thread-safe."""
         ...

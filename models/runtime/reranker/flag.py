@@ -2,8 +2,9 @@
 
 FlagReranker is built with one explicit device (FlagEmbedding 1.4 starts a multi-process pool
 when it sees several) and offline. Its model and tokenizer are then driven here with its own
-tokenization helpers, in length-sorted token-budget sub-batches: `compute_score` would run the
-first batch twice (a batch-size probe) and re-move the model on every call.
+tokenization helpers, one batch (planned by the ml-api's batcher) per `forward`:
+`compute_score` would plan its own batches, run the first one twice (a batch-size probe) and
+re-move the model on every call.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from models import devices
-from models.batching import plan_batches
-from models.reranker.base import RerankerInfo
-from models.reranker.pairs import cut_texts
-from models.settings import MLSettings
+from models.runtime import devices
+from models.runtime.reranker.base import EncodedPair, RerankerInfo
+from models.runtime.reranker.pairs import cut_texts
+from models.runtime.settings import MLSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ class FlagCrossEncoder:
         on_gpu = self.device.startswith("cuda")
         fp16 = on_gpu and settings.fp16
         self.settings = settings
-        self._item_cap = settings.batch_item_cap(on_gpu)
         self.max_length = min(settings.rerank_max_length, int(metadata["max_length"]))
         with hub_offline():
             self.flag = FlagReranker(
@@ -90,7 +89,7 @@ class FlagCrossEncoder:
         self.model = model.to(self.device).eval()
         self.tokenizer = self.flag.tokenizer
         # Silence transformers' one-time advice (pad after encode; over-long inputs, which
-        # count_tokens measures on purpose and truncation handles).
+        # `encode` measures on purpose and truncation handles).
         for key in (
             "Asking-to-pad-a-fast-tokenizer",
             "sequence-length-is-longer-than-the-specified-maximum",
@@ -118,60 +117,61 @@ class FlagCrossEncoder:
             backend="flag",
         )
 
-    def _ids(self, texts: list[str], max_length: int | None) -> list[list[int]]:
-        unique = list(dict.fromkeys(texts))
-        kwargs: dict[str, Any] = {"add_special_tokens": False, "return_tensors": None}
-        if max_length is not None:
-            kwargs |= {"max_length": max_length, "truncation": True}
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        if not texts:  # transformers' tokenizers reject an empty batch
+            return []
+        unique = list(dict.fromkeys(texts))  # usually one query for every pair
         with self._tok_lock:
-            ids = self.tokenizer(unique, **kwargs)["input_ids"]
+            ids = self.tokenizer(unique, add_special_tokens=False, return_tensors=None)["input_ids"]
         by_text = dict(zip(unique, ids, strict=True))
         return [by_text[t] for t in texts]
 
     def cut_passages(self, texts: list[str], max_tokens: int) -> list[str]:
         return cut_texts(self._offsets_tok, texts, max_tokens)
 
-    def count_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
-        qs = self._ids([q for q, _ in pairs], None)
-        ps = self._ids([p for _, p in pairs], None)
-        return [len(q) + len(p) + self._num_special for q, p in zip(qs, ps, strict=True)]
-
-    def encode(self, pairs: list[tuple[str, str]]) -> list[dict[str, list[int]]]:
-        """FlagReranker.compute_score_single_gpu's tokenization, pair by pair."""
+    def encode(self, pairs: list[tuple[str, str]]) -> list[EncodedPair]:
+        """FlagReranker.compute_score_single_gpu's tokenization, pair by pair, from one
+        untruncated tokenization (its truncation of a single text at max_length keeps the
+        first, or with truncation_side "left" the last, max_length tokens: `_cut`)."""
         from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
 
-        qs = self._ids([q for q, _ in pairs], self.query_max_length)
-        ps = self._ids([p for _, p in pairs], self.max_length)
+        left = self.tokenizer.truncation_side == "left"
+
+        def _cut(ids: list[int], n: int) -> list[int]:
+            return ids[-n:] if left and len(ids) > n else ids[:n]
+
+        qs = self._ids([q for q, _ in pairs])
+        ps = self._ids([p for _, p in pairs])
+        out = []
         with self._tok_lock:
-            return [
-                prepare_for_model_compat(
+            for q, p in zip(qs, ps, strict=True):
+                item = prepare_for_model_compat(
                     self.tokenizer,
-                    q,
-                    p,
+                    _cut(q, self.query_max_length),
+                    _cut(p, self.max_length),
                     truncation="only_second",
                     max_length=self.max_length,
                     padding=False,
                 )
-                for q, p in zip(qs, ps, strict=True)
-            ]
+                length = len(q) + len(p) + self._num_special
+                out.append(EncodedPair(item["input_ids"], item.get("token_type_ids"), length))
+        return out
 
-    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+    def forward(self, batch: list[EncodedPair]) -> np.ndarray:
         import torch
         from FlagEmbedding.utils.tokenizer_compat import pad_with_compat
 
-        if not pairs:
-            return []
-        items = self.encode(pairs)
-        out = np.zeros(len(pairs), dtype=np.float32)
-        budget = self.settings.batch_token_budget(self.device.startswith("cuda"))
-        lengths = [len(x["input_ids"]) for x in items]
-        for idx in plan_batches(lengths, budget, self._item_cap):
-            with self._tok_lock:
-                batch = pad_with_compat(
-                    self.tokenizer, [items[i] for i in idx], padding=True, return_tensors="pt"
-                )
-            batch = batch.to(self.device)
-            with self._model_lock, torch.inference_mode():
-                logits = self.model(**batch, return_dict=True).logits
-            out[idx] = logits.reshape(len(idx), -1)[:, 0].float().cpu().numpy()
-        return out.tolist()
+        if not batch:
+            return np.zeros(0, dtype=np.float32)
+        items: list[dict[str, list[int]]] = []
+        for e in batch:
+            item = {"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids)}
+            if e.token_type_ids is not None:
+                item["token_type_ids"] = e.token_type_ids
+            items.append(item)
+        with self._tok_lock:
+            padded = pad_with_compat(self.tokenizer, items, padding=True, return_tensors="pt")
+        padded = padded.to(self.device)
+        with self._model_lock, torch.inference_mode():
+            logits = self.model(**padded, return_dict=True).logits
+        return logits.reshape(len(batch), -1)[:, 0].float().cpu().numpy()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
 
 
 def available_cores() -> int:
@@ -19,7 +23,9 @@ def available_cores() -> int:
 
 
 class MLSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ML_API_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ML_API_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     # Which models to serve: BentoML model store names (tag `name` or `name:version`).
     embedder: str = "embedder"
@@ -78,7 +84,26 @@ class MLSettings(BaseSettings):
         "GPU. Small on CPU so that an interactive request waits at most one short bulk pass.",
     )
 
-    api_key: str | None = Field(None, description="When set, inference routes need Bearer auth.")
+    # ML_API_KEY: the same name the backend sends it under. ML_API_API_KEY (the prefix doubled)
+    # is the old name, still read, with a warning.
+    api_key: str | None = Field(
+        None,
+        validation_alias="ML_API_KEY",
+        description="When set, inference routes need Bearer auth (env ML_API_KEY).",
+    )
+    deprecated_api_key: str | None = Field(
+        None, validation_alias="ML_API_API_KEY", exclude=True, repr=False
+    )
+
+    @model_validator(mode="after")
+    def _old_api_key_name(self) -> MLSettings:
+        if self.deprecated_api_key is not None:
+            msg = "ML_API_API_KEY is deprecated: set ML_API_KEY (the name the backend uses)"
+            warnings.warn(msg, DeprecationWarning, stacklevel=2)
+            log.warning(msg)  # DeprecationWarning is hidden by default; operators see the log
+            if self.api_key is None:
+                self.api_key = self.deprecated_api_key
+        return self
 
     def batch_item_cap(self, on_gpu: bool) -> int:
         # On CPU, cost follows padded tokens and batches above ~32 bring nothing: smaller

@@ -8,7 +8,7 @@ embedder (kind "embedder")
     model.onnx [+ model.onnx.data for models over ~1.5 GB]   inputs input_ids, attention_mask
         [, token_type_ids] (int64, batch x sequence), output last_hidden_state
     model.int8.onnx, model.int8.check.npz   only when imported with int8=True (`--int8`): the
-        dynamically quantized copy for CPU and its check batch (models/quantize.py)
+        dynamically quantized copy for CPU and its check batch (models/build/quantize.py)
     config.json, tokenizer.json (fast tokenizer, always), tokenizer_config.json,
     special_tokens_map.json and the vocabulary files the tokenizer came with
 reranker (kind "reranker")
@@ -22,25 +22,25 @@ The metadata (model.yaml, `bentoml models get NAME`) says what a runtime needs: 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.build.export import export_model
+from models.build.hub import Progress, cached_snapshot, content_hash, hub_reachable, resolve_source
+from models.build.quantize import quantize_embedder
+from models.runtime.devices import gpu_present
+from models.runtime.registry import DEFAULT_EMBEDDER_SOURCE, find_model
+
 if TYPE_CHECKING:
     import bentoml
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
-
-DEFAULT_EMBEDDER_SOURCE = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER_GPU = "BAAI/bge-reranker-v2-m3"
 DEFAULT_RERANKER_CPU = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
@@ -58,7 +58,6 @@ TOKENIZER_FILES = (
 )
 # Weights of other frameworks, and exports, that a stored cross-encoder does not need.
 _SKIP_SUFFIXES = (".onnx", ".h5", ".msgpack", ".ot", ".tflite", ".mlmodel", ".gguf")
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?(@[\w./-]+)?$")  # owner/name[@revision]
 
 
 def _noop(_: str) -> None:
@@ -66,21 +65,6 @@ def _noop(_: str) -> None:
 
 
 # -- store access ----------------------------------------------------------------------------------
-
-
-def find_model(name: str) -> bentoml.Model | None:
-    """The model `name` (or `name:version`) in the store, latest version; None when absent."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    try:
-        return bentoml.models.get(name)
-    except NotFound:
-        return None
-
-
-def model_path(model: bentoml.Model) -> Path:
-    return Path(model.path)
 
 
 def _dir_size(path: Path) -> int:
@@ -153,102 +137,9 @@ def _save(name: str, kind: str, staging: Path, metadata: dict[str, Any]) -> str:
     return str(model.tag)
 
 
-# -- sources ---------------------------------------------------------------------------------------
-
-
-def _offline_env() -> bool:
-    val = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return val.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
-    """(reachable, why not). Honours HF_HUB_OFFLINE; otherwise one short HEAD request."""
-    import httpx
-
-    if _offline_env():
-        return False, "HF_HUB_OFFLINE is set"
-    endpoint = hub_endpoint()
-    try:
-        response = httpx.head(endpoint, timeout=timeout, follow_redirects=False)
-    except httpx.HTTPError as err:
-        return False, f"{endpoint} is unreachable ({type(err).__name__}: {err})"
-    if response.status_code >= 500:
-        return False, f"{endpoint} answered HTTP {response.status_code}"
-    return True, ""
-
-
-def content_hash(folder: Path, files: list[Path]) -> str:
-    """sha256 over the relative paths and bytes of `files`: the revision of a local import."""
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(str(f.relative_to(folder)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return "sha256:" + h.hexdigest()[:32]
-
-
 def _weights(folder: Path) -> list[Path]:
     st = sorted(folder.glob("*.safetensors"))
     return st or sorted(folder.glob("pytorch_model*.bin"))
-
-
-def _hub_files(repo_id: str, revision: str | None) -> tuple[list[str], str]:
-    from huggingface_hub import HfApi
-
-    info = HfApi().model_info(repo_id, revision=revision, files_metadata=False)
-    names = [s.rfilename for s in info.siblings or []]
-    sha = info.sha or (revision or "main")
-    top = [n for n in names if "/" not in n]
-    has_st = any(n.endswith(".safetensors") for n in top)
-    weights = r".*\.safetensors" if has_st else r"pytorch_model.*\.bin"
-    keep = [n for n in top if n.endswith((".json", ".txt", ".model")) or re.fullmatch(weights, n)]
-    # sentence-transformers module configs (pooling, normalize, old 0_Transformer layout)
-    keep += [n for n in names if re.fullmatch(r"\d+_\w+/[^/]+\.(json|txt|model)", n)]
-    keep += [n for n in names if re.fullmatch(r"0_Transformer/.*\.(safetensors|bin)", n)]
-    return keep, sha
-
-
-def cached_snapshot(source: str) -> Path | None:
-    """The folder of `repo_id[@revision]` in the local Hugging Face cache, if it is there."""
-    from huggingface_hub import snapshot_download
-
-    repo_id, _, revision = source.partition("@")
-    try:
-        return Path(snapshot_download(repo_id, revision=revision or None, local_files_only=True))
-    except Exception:
-        return None
-
-
-def resolve_source(source: str, progress: Progress = _noop) -> tuple[Path, str, str | None, bool]:
-    """(local folder, source to record, hub revision or None, from_hub) for a folder or HF id."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path.resolve(), str(path.resolve()), None, False
-    if path.exists():
-        raise ValueError(f"{source} is a file; give a model folder or a Hugging Face model id")
-    if not _HUB_ID.match(source):
-        raise ValueError(f"{source} is neither a folder nor a Hugging Face model id")
-    from huggingface_hub import snapshot_download
-
-    repo_id, _, revision = source.partition("@")
-    ok, why = hub_reachable()
-    if not ok:  # a previous download may be in the local Hugging Face cache
-        local = cached_snapshot(source)
-        if local is None:
-            raise RuntimeError(
-                f"cannot download {repo_id}: {why}, and it is not in the Hugging Face cache "
-                "(download the model elsewhere and import its folder instead)"
-            )
-        return local, repo_id, local.name, True
-    progress(f"downloading {repo_id} from the Hugging Face hub")
-    files, sha = _hub_files(repo_id, revision or None)
-    local = Path(snapshot_download(repo_id, revision=sha, allow_patterns=files))
-    return local, repo_id, sha, True
 
 
 # -- reading model folders -------------------------------------------------------------------------
@@ -397,12 +288,10 @@ def import_embedder(
     onnx_inputs, onnx_output, model_type, export_max_abs_diff, export_seconds, exporter.
 
     `int8`: also write model.int8.onnx, a dynamically quantized copy for CPU, verified against
-    model.onnx (`models.quantize.quantize_embedder`; the import fails when it is off). Adds
+    model.onnx (`models.build.quantize.quantize_embedder`; the import fails when it is off). Adds
     int8_onnx, int8_weight_type, int8_per_channel, int8_min_cosine, int8_mean_cosine,
     int8_seconds to the metadata.
     """
-    from models.export import export_model
-
     folder, recorded, revision, _ = resolve_source(source, progress)
     recorded = source_label or recorded
     config_root = folder
@@ -449,8 +338,6 @@ def import_embedder(
         if meta["pooling"] not in ("mean", "cls", "last"):
             raise ValueError(f"pooling must be mean, cls or last, not {meta['pooling']!r}")
         if int8:
-            from models.quantize import quantize_embedder
-
             progress(f"quantizing {recorded} to int8")
             meta |= quantize_embedder(staging, meta)
         progress(f"saving {name} to the store")
@@ -518,8 +405,6 @@ def import_reranker(
             "onnx": onnx,
         }
         if onnx:
-            from models.export import export_model
-
             progress(f"exporting {recorded} to ONNX")
             result = export_model(
                 staging,
@@ -592,8 +477,6 @@ def import_defaults(
         out[reranker_name] = str(found.tag)
         return out
     if reranker_source is None:
-        from models.devices import gpu_present
-
         reranker_source = default_reranker(gpu_present())
     if not Path(reranker_source).expanduser().is_dir():
         ok, why = hub_reachable()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from models.reranker.base import Reranker, RerankerInfo
-from models.settings import MLSettings
+from models.runtime.registry import find_model
+from models.runtime.reranker.base import Reranker, RerankerInfo
+from models.runtime.settings import MLSettings
 
 __all__ = ["Reranker", "RerankerInfo", "load_reranker"]
 
@@ -18,8 +19,6 @@ def load_reranker(settings: MLSettings, gpu: bool | None = None) -> Reranker | N
 
     None (logged once) when it is not in the store, unless `settings.require_reranker`.
     """
-    from models.store import find_model
-
     model = find_model(settings.reranker)
     if model is None:
         msg = (
@@ -35,9 +34,9 @@ def load_reranker(settings: MLSettings, gpu: bool | None = None) -> Reranker | N
         raise ValueError(f"{model.tag} is not a reranker (kind={meta.get('kind')!r})")
     kwargs = {"name": settings.reranker, "tag": str(model.tag), "gpu": gpu}
     if settings.reranker_backend == "onnx":
-        from models.reranker.onnx import OnnxCrossEncoder
+        from models.runtime.reranker.onnx import OnnxCrossEncoder
 
         return OnnxCrossEncoder(model.path, meta, settings, **kwargs)
-    from models.reranker.flag import FlagCrossEncoder
+    from models.runtime.reranker.flag import FlagCrossEncoder
 
     return FlagCrossEncoder(model.path, meta, settings, **kwargs)

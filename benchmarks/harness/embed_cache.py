@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # benchmarks/results
 
 
 def minilm_path() -> str:
@@ -92,7 +92,7 @@ def reference_embeddings(
     The whole corpus and query file are encoded (once, then cached) whatever the subset, so every
     run and every subset shares one cache entry.
     """
-    from benchmarks.beir import load_beir
+    from benchmarks.harness.beir import load_beir
 
     full = load_beir(data_dir, split)
     dids, qids = list(full.corpus), list(full.queries)

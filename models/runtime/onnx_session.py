@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from models import devices
-from models.settings import MLSettings
+from models.runtime import devices
+from models.runtime.settings import MLSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,43 @@
+"""MLSettings reads the ml-api key as ML_API_KEY (the backend's name for it), and the old
+ML_API_API_KEY with a deprecation warning."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.runtime.settings import MLSettings
+
+
+@pytest.fixture(autouse=True)
+def _no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ML_API_KEY", raising=False)
+    monkeypatch.delenv("ML_API_API_KEY", raising=False)
+    monkeypatch.chdir("/")  # no .env of the working tree
+
+
+def test_ml_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MLSettings().api_key is None
+    monkeypatch.setenv("ML_API_KEY", "s3cret")
+    assert MLSettings().api_key == "s3cret"
+
+
+def test_old_name_still_works_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ML_API_API_KEY", "old")
+    with pytest.warns(DeprecationWarning, match="set ML_API_KEY"):
+        settings = MLSettings()
+    assert settings.api_key == "old"
+    assert "ML_API_API_KEY is deprecated" in caplog.text
+    assert "deprecated_api_key" not in settings.model_dump()
+
+
+def test_new_name_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ML_API_KEY", "new")
+    monkeypatch.setenv("ML_API_API_KEY", "old")
+    with pytest.warns(DeprecationWarning):
+        assert MLSettings().api_key == "new"
+
+
+def test_set_by_field_name() -> None:
+    assert MLSettings(api_key="k").api_key == "k"

@@ -24,6 +24,7 @@ from serving.errors import APIError, Style, error_response
 from serving.guard import RequestGuard, fields_from_openapi
 from serving.info import info_app
 from serving.openapi import with_error_responses, with_model_limits
+from serving.priority import PriorityMiddleware
 from serving.schemas import (
     CohereEmbedResponse,
     DocumentsRerankResponse,
@@ -412,3 +413,5 @@ MLService.add_asgi_middleware(  # type: ignore[attr-defined]
     api_key=settings.api_key,
     body_timeout_s=settings.body_timeout_s,
 )
+# Inside the edge: a bad X-Priority is answered only after the API key was checked.
+MLService.add_asgi_middleware(PriorityMiddleware)  # type: ignore[attr-defined]

@@ -28,6 +28,8 @@ AVAILABLE_TTL_S = 10.0
 AVAILABILITY_PROBE_TIMEOUT_S = 3.0
 # Retry-After sent to our clients when the ml-api is unreachable and did not suggest one.
 DEFAULT_RETRY_AFTER_S = 5.0
+# How the ml-api tells ingestion from queries (serving/priority.py).
+BULK_HEADERS = {"X-Priority": "bulk"}
 
 
 class MLAPIError(Exception):
@@ -109,23 +111,40 @@ class MLClient:
     # -- transport ---------------------------------------------------------------------------------
 
     async def _request(
-        self, method: str, path: str, *, json: Any = None, retries: int | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        retries: int | None = None,
+        headers: dict[str, str] | None = None,
+        patient: bool = False,
     ) -> httpx.Response:
         """Send with retries. Returns the final response (any status) unless the ml-api could
-        not be reached or stayed at 429/503, which raises MLAPIUnavailable."""
+        not be reached or stayed at 429/503, which raises MLAPIUnavailable.
+
+        `patient` (bulk work): being refused for load (429/503 with Retry-After) or a read
+        timeout is waited out and retried for up to ML_API_BULK_PATIENCE_S without using up
+        `retries`; only an unreachable ml-api uses them up."""
         retries = self.settings.ml_api_retries if retries is None else retries
         delay = self.settings.ml_api_backoff_s
+        give_up_at = time.monotonic() + self.settings.ml_api_bulk_patience_s
         problem = ""
         suggested: float | None = None
-        for attempt in range(retries + 1):
+        attempt = 0
+        while True:
             wait = delay * (1 + random.random() * 0.25)  # jitter spreads retrying workers
+            busy = False  # refused for load or slow: free retries when patient
             try:
-                resp = await self.http.request(method, path, json=json)
+                resp = await self.http.request(method, path, json=json, headers=headers)
             except httpx.ReadTimeout:
                 self._ok_at = float("-inf")
-                raise MLAPIUnavailable(
-                    f"ml-api {path} timed out after {self.settings.ml_api_timeout_s:g}s"
-                ) from None
+                if not patient:
+                    raise MLAPIUnavailable(
+                        f"ml-api {path} timed out after {self.settings.ml_api_timeout_s:g}s"
+                    ) from None
+                problem = f"timed out after {self.settings.ml_api_timeout_s:g}s"
+                busy = True
             except httpx.TransportError as exc:
                 self._ok_at = float("-inf")  # the next upload probes again instead of trusting
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -137,12 +156,18 @@ class MLClient:
                 problem = f"HTTP {resp.status_code}: {_error_text(resp)}"
                 suggested = _retry_after(resp)
                 wait = suggested or wait
-            if attempt < retries:
-                log.info(
-                    "ml-api %s failed (%s); retry %d in %.1fs", path, problem, attempt + 1, wait
-                )
-                await asyncio.sleep(wait)
-                delay *= 2
+                busy = suggested is not None
+                if busy:
+                    self._ok_at = time.monotonic()  # it answered: up, merely busy
+            free = patient and busy and time.monotonic() + wait < give_up_at
+            if not free:
+                attempt += 1
+                if attempt > retries:
+                    break
+            log.info("ml-api %s failed (%s); retry in %.1fs", path, problem, wait)
+            await asyncio.sleep(wait)
+            if not (free and suggested):
+                delay = min(delay * 2, MAX_RETRY_AFTER_S)
         raise MLAPIUnavailable(
             f"ml-api unavailable at {self.settings.ml_api_url}: {problem}", suggested
         )
@@ -214,10 +239,9 @@ class MLClient:
     async def embed(self, texts: list[str], *, query: bool = False) -> list[list[float]]:
         """Embed any number of texts, in order, as several bounded requests; with the model's
         query prompt for a query and its document prompt for chunks, when it has them."""
-        names = ("search_query", "query") if query else ("search_document", "document", "passage")
         # Ingestion has just fetched the info (for the dimension); a query may need to.
         info = self._info if self._info is not None or not query else await self.model_info()
-        prompt = next((n for n in names if info is not None and n in info.prompts), None)
+        prompt = _prompt_name(info, query=query)
         size = self.settings.embed_batch_size
         batches = [texts[i : i + size] for i in range(0, len(texts), size)]
         gate = asyncio.Semaphore(self.settings.embed_concurrency)
@@ -229,11 +253,23 @@ class MLClient:
         results = await asyncio.gather(*(one(b) for b in batches))
         return [vec for batch in results for vec in batch]
 
-    async def _embed_batch(self, texts: list[str], prompt: str | None) -> list[list[float]]:
+    async def embed_bulk(self, texts: list[str]) -> list[list[float]]:
+        """One /embed request of chunks marked as bulk work (ingestion), with the model's document
+        prompt when it has one: served after queries, and patient: load refusals and slow answers
+        are waited out, never reported as failures."""
+        info = self._info if self._info is not None else await self.model_info()
+        return await self._embed_batch(texts, _prompt_name(info, query=False), bulk=True)
+
+    async def _embed_batch(
+        self, texts: list[str], prompt: str | None, bulk: bool = False
+    ) -> list[list[float]]:
         payload = {"inputs": texts, "normalize": True, "truncate": True}
         if prompt is not None:
             payload["prompt_name"] = prompt
-        body = self._check(await self._request("POST", "/embed", json=payload), "/embed")
+        resp = await self._request(
+            "POST", "/embed", json=payload, headers=BULK_HEADERS if bulk else None, patient=bulk
+        )
+        body = self._check(resp, "/embed")
         if not isinstance(body, list) or len(body) != len(texts):
             raise MLAPIError(f"ml-api /embed returned {len(body)} vectors for {len(texts)} texts")
         return body
@@ -268,3 +304,10 @@ def _permanent_503(resp: httpx.Response) -> bool:
         and "Retry-After" not in resp.headers
         and "reranker" in _error_text(resp).lower()
     )
+
+
+def _prompt_name(info: ModelInfo | None, *, query: bool) -> str | None:
+    """The embedder's query prompt for a query, its document prompt for chunks (asymmetric
+    models such as e5/bge), or None when it declares no such prompt."""
+    names = ("search_query", "query") if query else ("search_document", "document", "passage")
+    return next((n for n in names if info is not None and n in info.prompts), None)

@@ -28,7 +28,14 @@ class Settings(BaseSettings):
     )
     ml_api_backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each time.")
     embed_batch_size: int = Field(64, ge=1, le=2048, description="Texts per /embed request.")
-    embed_concurrency: int = Field(4, ge=1, description="/embed requests in flight per job.")
+    embed_concurrency: int = Field(
+        4, ge=1, description="/embed requests in flight per job (ingestion: for all documents)."
+    )
+    ml_api_bulk_patience_s: float = Field(
+        1800.0,
+        gt=0,
+        description="How long an ingest /embed call waits out 429s and timeouts before failing.",
+    )
 
     # -- Qdrant ------------------------------------------------------------------------------------
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded mode.")

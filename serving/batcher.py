@@ -1,11 +1,17 @@
-"""Continuous, token-budget batching for one model (the scheme TEI uses, inside the service).
+"""Continuous, token-budget batching for one model (the scheme TEI uses, inside the service),
+with two priority lanes.
 
-Requests put already-tokenized items in a queue. One worker thread owns the model: whenever it
-is free it takes everything queued (a FIFO window, so no item waits behind later arrivals),
-sorts that window by length and cuts it into batches whose *padded* size stays under the token
-budget. There is no timer: a lone request runs at once, and under load batches fill up by
-themselves while the previous one computes. Work beyond `max_queued_tokens` is refused with
-`Overloaded` (-> 429) instead of queueing without bound.
+Requests put already-tokenized items in a lane's queue: `interactive` (queries, the default) or
+`bulk` (ingestion). One worker thread owns the model. Each forward pass it picks a lane, takes a
+window of that lane's queue (a few batches' worth, oldest first), sorts it by length and cuts it
+into batches whose *padded* size stays under the token budget, then runs ONE batch and looks at
+the queues again: an interactive request that arrives while bulk work is planned gets into the
+very next forward pass instead of waiting for the whole window. The interactive lane goes first,
+but while both lanes have work, every `bulk_every`-th pass is a bulk one, so bulk is never
+starved. There is no timer: a lone request runs at once, and under load batches fill up by
+themselves while the previous one computes. Each lane has its own queue bound; work beyond it is
+refused with `Overloaded` (-> 429 + Retry-After) instead of queueing without bound — for bulk
+callers that is the backpressure signal.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
 
 from serving.batch_plan import plan_batches
 
@@ -26,13 +32,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")  # what the model takes per item (token ids, a text pair, ...)
 R = TypeVar("R")  # what it returns per item
 
+Lane = Literal["interactive", "bulk"]
+LANES: tuple[Lane, ...] = ("interactive", "bulk")
+
 
 class Overloaded(Exception):
-    """The queue is full; the caller should answer 429 with Retry-After."""
+    """The lane's queue is full; the caller should answer 429 with Retry-After."""
 
-    def __init__(self, retry_after_s: float) -> None:
+    def __init__(self, retry_after_s: float, lane: Lane = "interactive") -> None:
         super().__init__("the server is at capacity, retry later")
         self.retry_after_s = retry_after_s
+        self.lane = lane
 
 
 @dataclass(eq=False)
@@ -54,6 +64,16 @@ class BatchStats:
     tokens: int = 0
 
 
+@dataclass(eq=False)
+class _LaneState(Generic[T]):
+    token_budget: int
+    max_queued_tokens: int
+    queue: deque[_Item[T]] = field(default_factory=deque)
+    # Batches cut from the last window, not yet run (only the worker touches these).
+    planned: deque[list[_Item[T]]] = field(default_factory=deque)
+    queued_tokens: int = 0  # queued + planned, until their batch has run
+
+
 class Batcher(Generic[T, R]):
     def __init__(
         self,
@@ -63,6 +83,9 @@ class Batcher(Generic[T, R]):
         token_budget: int,
         max_items: int,
         max_queued_tokens: int,
+        max_queued_bulk_tokens: int | None = None,
+        bulk_token_budget: int | None = None,
+        bulk_every: int = 4,
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
         self.name = name
@@ -70,9 +93,16 @@ class Batcher(Generic[T, R]):
         self.token_budget = token_budget
         self.max_items = max_items
         self.max_queued_tokens = max_queued_tokens
+        self.bulk_every = max(1, bulk_every)
         self._on_batch = on_batch
-        self._queue: deque[_Item[T]] = deque()
-        self._queued_tokens = 0
+        self._lanes: dict[Lane, _LaneState[T]] = {
+            "interactive": _LaneState(token_budget, max_queued_tokens),
+            "bulk": _LaneState(
+                bulk_token_budget or token_budget,
+                max_queued_bulk_tokens if max_queued_bulk_tokens is not None else max_queued_tokens,
+            ),
+        }
+        self._passes_since_bulk = 0
         self._cond = threading.Condition()
         self._closed = False
         # Recent throughput estimate (tokens/s), to size Retry-After sensibly.
@@ -82,17 +112,22 @@ class Batcher(Generic[T, R]):
 
     @property
     def queued_tokens(self) -> int:
-        return self._queued_tokens
+        return sum(s.queued_tokens for s in self._lanes.values())
 
-    def retry_after_s(self) -> float:
+    def lane_queued_tokens(self, lane: Lane) -> int:
+        return self._lanes[lane].queued_tokens
+
+    def retry_after_s(self, lane: Lane = "interactive") -> float:
         if self._tokens_per_s <= 0:
             return 1.0
-        return max(1.0, min(30.0, self._queued_tokens / self._tokens_per_s))
+        # Bulk work waits for everything queued; interactive work only for its own lane.
+        ahead = self.queued_tokens if lane == "bulk" else self._lanes[lane].queued_tokens
+        return max(1.0, min(30.0, ahead / self._tokens_per_s))
 
     async def submit(
-        self, payloads: Sequence[T], tokens: Sequence[int]
+        self, payloads: Sequence[T], tokens: Sequence[int], lane: Lane = "interactive"
     ) -> tuple[list[R], BatchStats]:
-        """Queue `payloads` (with their token counts) and wait for all their results."""
+        """Queue `payloads` (with their token counts) in `lane` and wait for all their results."""
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         total = sum(tokens)
@@ -100,14 +135,15 @@ class Batcher(Generic[T, R]):
             _Item(p, t, loop.create_future(), loop, now)
             for p, t in zip(payloads, tokens, strict=True)
         ]
+        state = self._lanes[lane]
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self.name} batcher is stopped")
-            # One request is always admitted when nothing is queued, however large.
-            if self._queued_tokens and self._queued_tokens + total > self.max_queued_tokens:
-                raise Overloaded(self.retry_after_s())
-            self._queue.extend(items)
-            self._queued_tokens += total
+            # One request is always admitted when its lane is empty, however large.
+            if state.queued_tokens and state.queued_tokens + total > state.max_queued_tokens:
+                raise Overloaded(self.retry_after_s(lane), lane)
+            state.queue.extend(items)
+            state.queued_tokens += total
             self._cond.notify()
         try:
             results = await asyncio.gather(*(i.future for i in items))
@@ -132,36 +168,58 @@ class Batcher(Generic[T, R]):
 
     # -- worker thread -------------------------------------------------------------------------
 
-    def _take_window(self) -> list[_Item[T]]:
+    def _has_work(self, lane: Lane) -> bool:
+        s = self._lanes[lane]
+        return bool(s.planned or s.queue)
+
+    def _pick_lane(self) -> Lane:
+        """Interactive first; while both lanes wait, every bulk_every-th pass goes to bulk."""
+        interactive, bulk = self._has_work("interactive"), self._has_work("bulk")
+        if interactive and bulk:
+            if self._passes_since_bulk >= self.bulk_every - 1:
+                return "bulk"
+            return "interactive"
+        return "interactive" if interactive else "bulk"
+
+    def _next_batch(self) -> tuple[Lane, list[_Item[T]]] | None:
         with self._cond:
-            while not self._queue and not self._closed:
+            while not self._closed and not any(self._has_work(lane) for lane in LANES):
                 self._cond.wait()
             if self._closed:
-                return []
-            # A window of a few batches' worth of tokens, oldest first: long enough to sort by
-            # length usefully, short enough that nobody waits behind far later arrivals.
-            window: list[_Item[T]] = []
-            budget = self.token_budget * 8
-            while self._queue and (not window or budget > 0):
-                item = self._queue.popleft()
-                budget -= item.tokens
-                window.append(item)
-            return window
+                return None
+            lane = self._pick_lane()
+            if lane == "bulk":
+                self._passes_since_bulk = 0
+            elif self._has_work("bulk"):
+                self._passes_since_bulk += 1  # an interactive pass that bulk work waited for
+            state = self._lanes[lane]
+            if not state.planned:
+                # A window of a few batches' worth of tokens, oldest first: long enough to sort
+                # by length usefully; only one batch of it runs before the lanes are looked at
+                # again, so the window never holds back newer interactive work.
+                window: list[_Item[T]] = []
+                budget = state.token_budget * 8
+                while state.queue and (not window or budget > 0):
+                    item = state.queue.popleft()
+                    budget -= item.tokens
+                    window.append(item)
+                lengths = [i.tokens for i in window]
+                for idx in plan_batches(lengths, state.token_budget, self.max_items):
+                    state.planned.append([window[j] for j in idx])
+            return lane, state.planned.popleft()
 
     def _loop(self) -> None:
         while True:
-            window = self._take_window()
-            if not window:
+            picked = self._next_batch()
+            if picked is None:
                 return
-            live = [i for i in window if not i.future.cancelled()]
-            dropped = sum(i.tokens for i in window if i.future.cancelled())
-            if dropped:
-                self._release(dropped)
-            for idx in plan_batches([i.tokens for i in live], self.token_budget, self.max_items):
-                self._run_batch([live[j] for j in idx])
+            self._run_batch(picked[1], picked[0])
 
-    def _run_batch(self, batch: list[_Item[T]]) -> None:
+    def _run_batch(self, batch: list[_Item[T]], lane: Lane) -> None:
+        dropped = sum(i.tokens for i in batch if i.future.cancelled())
         batch = [i for i in batch if not i.future.cancelled()]
+        if dropped:
+            self._release(lane, dropped)
         if not batch:
             return
         start = time.perf_counter()
@@ -178,7 +236,7 @@ class Batcher(Generic[T, R]):
             for i, r in zip(batch, results, strict=True):
                 i.loop.call_soon_threadsafe(_set_result, i.future, r)
         elapsed = time.perf_counter() - start
-        self._release(tokens)
+        self._release(lane, tokens)
         if elapsed > 0:
             rate = tokens / elapsed
             self._tokens_per_s = (
@@ -187,9 +245,9 @@ class Batcher(Generic[T, R]):
         if self._on_batch is not None:
             self._on_batch(len(batch), max(i.tokens for i in batch) * len(batch), elapsed)
 
-    def _release(self, tokens: int) -> None:
+    def _release(self, lane: Lane, tokens: int) -> None:
         with self._cond:
-            self._queued_tokens -= tokens
+            self._lanes[lane].queued_tokens -= tokens
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

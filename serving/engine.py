@@ -18,6 +18,7 @@ from models.runtime.settings import MLSettings
 from serving.batcher import Batcher, BatchStats, Overloaded
 from serving.errors import APIError
 from serving.metrics import observe_batch
+from serving.priority import current_lane
 from serving.validation import check_token_ids, isolating, raise_failed, vocab_size
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class Engine:
             token_budget=budget,
             max_items=settings.batch_item_cap(on_gpu),
             max_queued_tokens=settings.max_queued_tokens,
+            max_queued_bulk_tokens=settings.max_queued_bulk_tokens,
+            bulk_token_budget=settings.bulk_token_budget(on_gpu),
             on_batch=lambda n, t, s: observe_batch("embed", n, t, s),
         )
         self.rerank_batcher: Batcher[EncodedPair, float] | None = None
@@ -76,6 +79,8 @@ class Engine:
                 token_budget=settings.batch_token_budget(rerank_gpu),
                 max_items=settings.batch_item_cap(rerank_gpu),
                 max_queued_tokens=settings.max_queued_tokens,
+                max_queued_bulk_tokens=settings.max_queued_bulk_tokens,
+                bulk_token_budget=settings.bulk_token_budget(rerank_gpu),
                 on_batch=lambda n, t, s: observe_batch("rerank", n, t, s),
             )
 
@@ -209,13 +214,14 @@ class Engine:
         batcher: Batcher, payloads: list, costs: list[int]
     ) -> tuple[list, BatchStats]:
         try:
-            results, stats = await batcher.submit(payloads, costs)
+            results, stats = await batcher.submit(payloads, costs, current_lane())
             raise_failed(results, "input")
             return results, stats
         except Overloaded as exc:
+            limit = "MAX_QUEUED_BULK_TOKENS" if exc.lane == "bulk" else "MAX_QUEUED_TOKENS"
             raise APIError(
                 429,
-                "the ml-api is at capacity (ML_API_MAX_QUEUED_TOKENS); retry later",
+                f"the ml-api's {exc.lane} lane is at capacity (ML_API_{limit}); retry later",
                 code="overloaded",
                 retry_after_s=exc.retry_after_s,
             ) from exc

@@ -67,10 +67,12 @@ async def info(request: Request) -> JSONResponse:
                 "max_batch_tokens": engine.embed_batcher.token_budget,
                 "max_batch_items": engine.embed_batcher.max_items,
                 "max_queued_tokens": s.max_queued_tokens,
+                "max_queued_bulk_tokens": s.max_queued_bulk_tokens,
                 "rerank_max_length": engine.reranker.info.max_length if engine.reranker else None,
             },
             "queue": {
                 "embed_queued_tokens": engine.embed_batcher.queued_tokens,
+                "embed_queued_bulk_tokens": engine.embed_batcher.lane_queued_tokens("bulk"),
                 "rerank_queued_tokens": (
                     engine.rerank_batcher.queued_tokens if engine.rerank_batcher else 0
                 ),

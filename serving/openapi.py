@@ -53,6 +53,17 @@ _STATUSES = {
 }
 
 
+_PRIORITY_PARAMETER: dict[str, Any] = {
+    "name": "X-Priority",
+    "in": "header",
+    "required": False,
+    "description": "`interactive` (the default) or `bulk`. Bulk work (e.g. document ingestion) "
+    "is served after interactive work but keeps a share of the forward passes, and has its own "
+    "small queue bound (ML_API_MAX_QUEUED_BULK_TOKENS): past it, 429 with Retry-After.",
+    "schema": {"type": "string", "enum": ["interactive", "bulk"], "default": "interactive"},
+}
+
+
 def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(spec)
     spec.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
@@ -67,6 +78,7 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
             if path == "/rerank":  # a TEI body or a documents-style body, not both
                 body["schema"]["oneOf"] = [{"required": ["texts"]}, {"required": ["documents"]}]
         ref = {"$ref": f"#/components/schemas/{_BY_STYLE[style_for(path)]}"}
+        post.setdefault("parameters", []).append(_PRIORITY_PARAMETER)
         responses = post.setdefault("responses", {})
         for status in [s for s in responses if str(s) != "200"]:
             del responses[status]

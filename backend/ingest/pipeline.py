@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from backend.ingest import isolate
 from backend.ingest.chunk import Chunker, load_tokenizer
+from backend.ingest.embedqueue import EmbedQueue
 from backend.ingest.isolate import Limits, ParserUnavailable
 from backend.ingest.parse import InvalidDocument
 from backend.mlapi import MLAPIError, MLClient
@@ -73,6 +74,8 @@ class Ingestor:
         self.registry = registry
         self.store = store
         self.ml = ml
+        # Shared by all documents, so their chunks fill /embed requests together.
+        self.embeddings = EmbedQueue(ml, settings.embed_batch_size, settings.embed_concurrency)
         self.spool = settings.spool_dir
         self.limits = Limits.of(settings)
         self.queue: asyncio.Queue[str] = asyncio.Queue()
@@ -119,6 +122,7 @@ class Ingestor:
         for task in self.settling.values():
             task.cancel()
         await asyncio.gather(*self.settling.values(), return_exceptions=True)
+        await self.embeddings.close()
 
     # -- API used by the routes --------------------------------------------------------------------
 
@@ -266,7 +270,7 @@ class Ingestor:
         step = self.settings.embed_batch_size * self.settings.embed_concurrency
         for i in range(0, total, step):
             group = chunks[i : i + step]
-            vectors = await self.ml.embed([c.text for c in group])
+            vectors = await self.embeddings.embed([c.text for c in group])
             if any(len(v) != info.dimension for v in vectors):
                 raise MLAPIError("ml-api returned vectors of an unexpected dimension")
             await _complete(

@@ -80,6 +80,17 @@ class MLSettings(BaseSettings):
     max_queued_tokens: int = Field(
         2_000_000, ge=1, description="Tokens waiting for compute before new work gets 429."
     )
+    # Bulk work (X-Priority: bulk) has its own, small bound: a bulk caller should be told to back
+    # off (429 + Retry-After) after a few seconds of queued work, not wait past its read timeout.
+    max_queued_bulk_tokens: int = Field(
+        131_072, ge=1, description="Bulk-lane tokens waiting for compute before bulk work gets 429."
+    )
+    bulk_batch_tokens: int = Field(
+        0,
+        ge=0,
+        description="Padded tokens per bulk forward pass; 0 = 4096 on CPU, max_batch_tokens on "
+        "GPU. Small on CPU so that an interactive request waits at most one short bulk pass.",
+    )
 
     # ML_API_KEY: the same name the backend sends it under. ML_API_API_KEY (the prefix doubled)
     # is the old name, still read, with a warning.
@@ -113,6 +124,11 @@ class MLSettings(BaseSettings):
         if self.max_batch_tokens:
             return self.max_batch_tokens
         return 65536 if on_gpu else 16384
+
+    def bulk_token_budget(self, on_gpu: bool) -> int:
+        if self.bulk_batch_tokens:
+            return self.bulk_batch_tokens
+        return self.batch_token_budget(on_gpu) if on_gpu else 4096
 
 
 @lru_cache

@@ -129,3 +129,113 @@ async def test_cancelled_requests_are_not_computed() -> None:
     finally:
         gate.set()
         b.close()
+
+
+# -- priority lanes --------------------------------------------------------------------------------
+
+
+def _gated_batcher(calls: list[list[int]], gate: threading.Event, **kw: int) -> Batcher[int, int]:
+    """Each forward pass records its items; the first one blocks until `gate` is set, so the
+    test can queue work behind it and then watch the order the rest runs in."""
+
+    def run(batch: list[int]) -> list[int]:
+        calls.append(list(batch))
+        gate.wait(5)
+        return batch
+
+    params = {"token_budget": 10, "max_items": 1, "max_queued_tokens": 10_000, **kw}
+    return Batcher("lanes", run, **params)
+
+
+async def _until_running(calls: list[list[int]], n: int = 1) -> None:
+    for _ in range(500):
+        if len(calls) >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the batcher never started the first batch")
+
+
+async def test_interactive_overtakes_queued_bulk_and_bulk_completes() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+    b = _gated_batcher(calls, gate, bulk_every=1000)
+    try:
+        first = asyncio.create_task(b.submit([0], [1], "bulk"))
+        await _until_running(calls)
+        bulk = asyncio.create_task(b.submit(list(range(100, 120)), [1] * 20, "bulk"))
+        await asyncio.sleep(0.02)
+        query = asyncio.create_task(b.submit([7], [1]))  # unmarked = interactive
+        await asyncio.sleep(0.02)
+        gate.set()
+        assert (await query)[0] == [7]
+        assert (await bulk)[0] == list(range(100, 120))
+        await first
+        # The query ran in the very next pass, ahead of all 20 queued bulk items.
+        assert calls[1] == [7]
+        assert sorted(x for c in calls[2:] for x in c) == list(range(100, 120))
+    finally:
+        gate.set()
+        b.close()
+
+
+async def test_interactive_gets_the_next_pass_inside_a_planned_bulk_window() -> None:
+    # The bulk items fit one window (8x the budget) that is planned as many batches; the query
+    # must not wait for the rest of that window.
+    calls: list[list[int]] = []
+    gate = threading.Event()
+    b = _gated_batcher(calls, gate, bulk_every=1000, token_budget=100)
+    try:
+        bulk = asyncio.create_task(b.submit(list(range(100, 110)), [1] * 10, "bulk"))
+        await _until_running(calls)
+        query = asyncio.create_task(b.submit([7], [1]))
+        await asyncio.sleep(0.02)
+        gate.set()
+        await asyncio.gather(query, bulk)
+        assert calls[0] == [100] and calls[1] == [7]
+        assert sorted(x for c in calls for x in c) == [7, *range(100, 110)]
+    finally:
+        gate.set()
+        b.close()
+
+
+async def test_bulk_keeps_a_share_under_interactive_load() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+    b = _gated_batcher(calls, gate, bulk_every=3)
+    try:
+        first = asyncio.create_task(b.submit([0], [1]))
+        await _until_running(calls)
+        bulk = asyncio.create_task(b.submit([100, 101], [1, 1], "bulk"))
+        await asyncio.sleep(0.02)
+        queries = asyncio.create_task(b.submit(list(range(1, 13)), [1] * 12))
+        await asyncio.sleep(0.02)
+        gate.set()
+        await asyncio.gather(first, bulk, queries)
+        order = [c[0] for c in calls]
+        # Every third pass goes to bulk while both lanes wait: bulk is not starved by the 12
+        # queued interactive items.
+        assert order.index(100) == 3 and order.index(101) == 6
+    finally:
+        gate.set()
+        b.close()
+
+
+async def test_each_lane_has_its_own_admission_bound() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+    b = _gated_batcher(calls, gate, max_queued_tokens=1000, max_queued_bulk_tokens=100)
+    try:
+        running = asyncio.create_task(b.submit([1], [80], "bulk"))
+        await _until_running(calls)
+        with pytest.raises(Overloaded) as exc:
+            await b.submit([2], [80], "bulk")
+        assert exc.value.lane == "bulk" and exc.value.retry_after_s >= 1
+        # A full bulk lane does not refuse interactive work.
+        query = asyncio.create_task(b.submit([3], [80]))
+        await asyncio.sleep(0.02)
+        gate.set()
+        assert (await query)[0] == [3]
+        await running
+    finally:
+        gate.set()
+        b.close()

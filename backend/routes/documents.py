@@ -29,6 +29,7 @@ from backend.ingest.parse import (
 from backend.ingest.pipeline import Ingestor
 from backend.registry import DuplicateBeingDeleted, Registry, Status
 from backend.schemas import (
+    REPLACE_DOC,
     DocumentAccepted,
     DocumentList,
     DocumentOut,
@@ -64,6 +65,10 @@ _UPLOAD_BODY = {
                             "type": "string",
                             "description": "JSON object of metadata applied to every file.",
                         },
+                        "replace": {
+                            "type": "string",
+                            "description": REPLACE_DOC + " Only with a single file.",
+                        },
                     },
                 }
             },
@@ -83,6 +88,7 @@ class Incoming:
     size: int
     content_hash: str
     spooled: FsPath | None
+    replaces: str | None = None
 
 
 def _status_url(request: Request, doc_id: str) -> str:
@@ -193,6 +199,11 @@ async def _from_multipart(
             data = await _read_upload(upload, name or "upload", settings.max_upload_bytes)
             incoming.append(await _accept(ingestor, name, kind, data, metadata))
             del data  # one file in memory at a time
+        replace = form.get("replace")
+        if isinstance(replace, str) and replace.strip():
+            if len(incoming) != 1:
+                raise HTTPException(422, "replace: allowed with a single file only")
+            incoming[0].replaces = replace.strip()
     finally:
         await form.close()
 
@@ -220,6 +231,7 @@ async def _from_json(
     # A title like "notes.md" selects the Markdown splitter; anything else is plain text.
     kind = "md" if title and title.lower().endswith((".md", ".markdown")) else "txt"
     incoming.append(await _accept(ingestor, title, kind, data, doc.metadata))
+    incoming[-1].replaces = doc.replace
 
 
 @router.post(
@@ -268,6 +280,8 @@ async def upload_documents(
             # All files are checked before any is registered: one bad file rejects the request.
             if ingestor.pending + len(incoming) > settings.max_pending_documents:
                 raise queue_full(ingestor.pending, len(incoming), settings.max_pending_documents)
+            for item in incoming:
+                _check_replace(registry, item.replaces)
             accepted = [await _register(request, registry, ingestor, item) for item in incoming]
         finally:
             for item in incoming:
@@ -277,6 +291,14 @@ async def upload_documents(
     return JSONResponse(
         UploadResponse(documents=accepted).model_dump(), status_code=202, headers=headers
     )
+
+
+def _check_replace(registry: Registry, doc_id: str | None) -> None:
+    if doc_id is None:
+        return
+    old = registry.get(doc_id)
+    if old is None or old.status == Status.DELETING:
+        raise HTTPException(422, f"replace: no document {doc_id!r} to replace")
 
 
 async def _register(
@@ -289,6 +311,7 @@ async def _register(
             kind=item.kind,
             size_bytes=item.size,
             metadata=item.metadata,
+            replaces=item.replaces,
         )
     except DuplicateBeingDeleted:
         raise HTTPException(
@@ -301,12 +324,22 @@ async def _register(
             # Registered but not spooled: say so on the document rather than leave it queued.
             registry.mark_failed(doc.id, f"the upload could not be stored: {exc}")
         item.spooled = None
+    replaces = doc.replaces
+    if item.replaces and not needs_ingest and item.replaces != doc.id:
+        # The content already exists under another id: that document takes the old one's
+        # place, now if it is indexed, else when it is.
+        replaces = item.replaces
+        if doc.status == Status.INDEXED:
+            await ingestor.delete(item.replaces)
+        else:
+            registry.update(doc.id, replaces=item.replaces)
     return DocumentAccepted(
         id=doc.id,
         filename=doc.filename,
         status=doc.status.value,
         status_url=_status_url(request, doc.id),
         duplicate=not needs_ingest,
+        replaces=replaces,
     )
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient
@@ -55,13 +55,7 @@ STORE_RETRY_AFTER_S = 5.0
 AVAILABLE_TTL_S = 10.0
 
 
-from backend.store.base import StoreError, StoreLocked  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Hit:
-    score: float
-    payload: dict[str, Any]
+from backend.store.base import GroupHit, Hit, StoreError, StoreLocked  # noqa: E402
 
 
 def point_id(content_hash: str, index: int) -> str:
@@ -130,12 +124,19 @@ def _doc_filter(document_id: str) -> qm.Filter:
 class VectorStore:
     def __init__(self, settings: Settings, client: QdrantClient | None = None) -> None:
         self.settings = settings
-        self.collection = settings.qdrant_collection
+        # Stop-gap until the store package's engines land: the active collection is named by a
+        # pointer file replaced atomically (os.replace); absent = QDRANT_COLLECTION.
+        self._pointer = settings.data_dir / "active-collection"
+        self.collection = (
+            self._pointer.read_text().strip()
+            if self._pointer.is_file()
+            else settings.qdrant_collection
+        )
         self.local = not settings.qdrant_url
         self.location = settings.qdrant_url or str(settings.qdrant_folder)
         self.client = client or open_client(settings)
         self._lock = threading.Lock() if self.local else None
-        self._dimension: int | None = None
+        self._dimensions: dict[str, int] = {}
         self._indexed_keys: set[str] = set()
         # Workers ingesting at the same time must not both try to create the collection.
         self._setup_lock = asyncio.Lock()
@@ -168,33 +169,52 @@ class VectorStore:
 
     # -- collection --------------------------------------------------------------------------------
 
-    async def collection_exists(self) -> bool:
-        return await self._run(self.client.collection_exists, self.collection)
+    async def collection_exists(self, collection: str | None = None) -> bool:
+        return await self._run(self.client.collection_exists, collection or self.collection)
 
-    async def ensure_collection(self, dimension: int) -> None:
+    async def list_collections(self) -> list[str]:
+        found = await self._run(self.client.get_collections)
+        return [c.name for c in found.collections]
+
+    async def drop_collection(self, collection: str) -> None:
+        if collection == self.collection:
+            raise StoreError(f"collection {collection!r} is the active one", retry_after=None)
+        await self._run(self.client.delete_collection, collection)
+        self._dimensions.pop(collection, None)
+
+    async def set_active_collection(self, collection: str) -> None:
+        if not await self.collection_exists(collection):
+            raise StoreError(f"collection {collection!r} does not exist", retry_after=None)
+        tmp = self._pointer.with_suffix(".tmp")
+        tmp.write_text(collection)
+        os.replace(tmp, self._pointer)
+        self.collection = collection
+
+    async def ensure_collection(self, dimension: int, collection: str | None = None) -> None:
         """Create the collection (cosine, `dimension`) once; refuse a dimension mismatch."""
-        if self._dimension == dimension:
+        name = collection or self.collection
+        if self._dimensions.get(name) == dimension:
             return
         async with self._setup_lock:
-            await self._ensure_collection(dimension)
+            await self._ensure_collection(dimension, name)
 
-    async def _ensure_collection(self, dimension: int) -> None:
-        if self._dimension == dimension:
+    async def _ensure_collection(self, dimension: int, name: str) -> None:
+        if self._dimensions.get(name) == dimension:
             return
-        if await self.collection_exists():
-            info = await self._run(self.client.get_collection, self.collection)
+        if await self.collection_exists(name):
+            info = await self._run(self.client.get_collection, name)
             vectors = info.config.params.vectors
             dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
             size = dense.size if dense is not None else None
             sparse = info.config.params.sparse_vectors or {}
             if dense is None or SPARSE not in sparse:
                 raise StoreError(
-                    f"collection {self.collection!r} was not created by this version (it lacks "
+                    f"collection {name!r} was not created by this version (it lacks "
                     f"the {DENSE!r} and {SPARSE!r} vectors). Use a new QDRANT_COLLECTION."
                 )
             if size != dimension:
                 raise StoreError(
-                    f"collection {self.collection!r} holds {size}-dimensional vectors but the "
+                    f"collection {name!r} holds {size}-dimensional vectors but the "
                     f"embedder produces {dimension}; the embedding model changed. Use a new "
                     "QDRANT_COLLECTION or re-create the collection.",
                     retry_after=None,
@@ -202,27 +222,27 @@ class VectorStore:
         else:
             await self._run(
                 self.client.create_collection,
-                self.collection,
+                name,
                 vectors_config={
                     DENSE: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)
                 },
                 sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
             )
-            log.info("created collection %s (dimension %d)", self.collection, dimension)
+            log.info("created collection %s (dimension %d)", name, dimension)
         if self.local:
             await self._run(_fast_local_commits, self.client)
-        await self._ensure_index("document_id", qm.PayloadSchemaType.KEYWORD)
-        await self._ensure_index("ready", qm.PayloadSchemaType.BOOL)
-        self._dimension = dimension
+        await self._ensure_index("document_id", qm.PayloadSchemaType.KEYWORD, name)
+        await self._ensure_index("ready", qm.PayloadSchemaType.BOOL, name)
+        self._dimensions[name] = dimension
 
-    async def _ensure_index(self, key: str, schema: qm.PayloadSchemaType) -> None:
+    async def _ensure_index(self, key: str, schema: qm.PayloadSchemaType, name: str) -> None:
         # Local mode has no payload indexes (the client would only warn).
-        if self.local or key in self._indexed_keys:
+        if self.local or f"{name}/{key}" in self._indexed_keys:
             return
         try:
             await self._run(
                 self.client.create_payload_index,
-                self.collection,
+                name,
                 field_name=key,
                 field_schema=schema,
                 wait=True,
@@ -230,13 +250,16 @@ class VectorStore:
         except StoreError as exc:
             # A key used with another type before keeps its first index; filtering still works.
             log.warning("payload index on %s not created: %s", key, exc)
-        self._indexed_keys.add(key)
+        self._indexed_keys.add(f"{name}/{key}")
 
-    async def ensure_metadata_indexes(self, metadata: dict[str, Any]) -> None:
+    async def ensure_metadata_indexes(
+        self, metadata: dict[str, Any], collection: str | None = None
+    ) -> None:
         async with self._setup_lock:
             for key, value in metadata.items():
                 if isinstance(value, str | int | float | bool):
-                    await self._ensure_index(f"metadata.{key}", _schema_for(value))
+                    name = collection or self.collection
+                    await self._ensure_index(f"metadata.{key}", _schema_for(value), name)
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -249,6 +272,7 @@ class VectorStore:
         vectors: Sequence[Sequence[float]],
         filename: str | None,
         metadata: dict[str, Any],
+        collection: str | None = None,
     ) -> None:
         """Store chunks (not yet searchable), in batches of UPSERT_BATCH_SIZE points."""
         sparse = await asyncio.to_thread(self.bm25.encode_documents, [c.text for c in chunks])
@@ -276,10 +300,15 @@ class VectorStore:
         size = self.settings.upsert_batch_size
         for i in range(0, len(points), size):
             await self._run(
-                self.client.upsert, self.collection, points=points[i : i + size], wait=True
+                self.client.upsert,
+                collection or self.collection,
+                points=points[i : i + size],
+                wait=True,
             )
 
-    async def set_ready(self, content_hash: str, chunk_count: int) -> None:
+    async def set_ready(
+        self, content_hash: str, chunk_count: int, collection: str | None = None
+    ) -> None:
         """Make a document's chunks searchable. Points are addressed by id, not by a
         document_id filter: embedded mode has no payload index, so a filter scans every point
         of the collection and flipping each document cost O(collection) (SciFact: 8 s per
@@ -289,29 +318,31 @@ class VectorStore:
         for i in range(0, len(ids), size):
             await self._run(
                 self.client.set_payload,
-                self.collection,
+                collection or self.collection,
                 payload={"ready": True},
                 points=ids[i : i + size],
                 wait=True,
             )
 
-    async def delete_document(self, document_id: str) -> None:
-        if not await self.collection_exists():
+    async def delete_document(self, document_id: str, collection: str | None = None) -> None:
+        name = collection or self.collection
+        if not await self.collection_exists(name):
             return
         await self._run(
             self.client.delete,
-            self.collection,
+            name,
             points_selector=qm.FilterSelector(filter=_doc_filter(document_id)),
             wait=True,
         )
 
     # -- reads -------------------------------------------------------------------------------------
 
-    async def count(self, document_id: str | None = None) -> int:
-        if not await self.collection_exists():
+    async def count(self, document_id: str | None = None, collection: str | None = None) -> int:
+        name = collection or self.collection
+        if not await self.collection_exists(name):
             return 0
         flt = _doc_filter(document_id) if document_id else None
-        result = await self._run(self.client.count, self.collection, count_filter=flt, exact=True)
+        result = await self._run(self.client.count, name, count_filter=flt, exact=True)
         return result.count
 
     async def search(
@@ -323,9 +354,11 @@ class VectorStore:
         mode: Mode = "dense",
         document_ids: list[str] | None = None,
         metadata: MetadataFilter | None = None,
+        collection: str | None = None,
     ) -> list[Hit]:
         """Top `limit` ready chunks by dense cosine, BM25, or both fused (`settings.fusion`)."""
-        if not await self.collection_exists():
+        name = collection or self.collection
+        if not await self.collection_exists(name):
             return []
         must: list[qm.Condition] = [qm.FieldCondition(key="ready", match=qm.MatchValue(value=True))]
         if document_ids is not None:
@@ -358,7 +391,7 @@ class VectorStore:
             query = qm.FusionQuery(fusion=_FUSIONS[self.settings.fusion])
         response = await self._run(
             self.client.query_points,
-            self.collection,
+            name,
             query=query,
             using=using,
             prefetch=prefetch,
@@ -368,3 +401,44 @@ class VectorStore:
             with_vectors=False,
         )
         return [Hit(score=p.score, payload=p.payload or {}) for p in response.points]
+
+    async def search_groups(
+        self,
+        vector: Sequence[float] | None,
+        *,
+        limit: int,
+        text: str = "",
+        mode: Mode = "dense",
+        document_ids: list[str] | None = None,
+        metadata: MetadataFilter | None = None,
+        candidates: int = 100,
+        collection: str | None = None,
+    ) -> list[GroupHit]:
+        """Stop-gap: grouped here over the top `candidates` chunks."""
+        hits = await self.search(
+            vector,
+            limit=max(candidates, limit),
+            text=text,
+            mode=mode,
+            document_ids=document_ids,
+            metadata=metadata,
+            collection=collection,
+        )
+        best: dict[str, Hit] = {}
+        counts: dict[str, int] = {}
+        for h in hits:
+            doc = h.payload["document_id"]
+            counts[doc] = counts.get(doc, 0) + 1
+            best.setdefault(doc, h)
+        groups = [GroupHit(doc, h, counts[doc]) for doc, h in best.items()]
+        return groups[:limit]
+
+    async def retrieve(self, ids: Sequence[str], collection: str | None = None) -> list[Hit]:
+        name = collection or self.collection
+        if not ids or not await self.collection_exists(name):
+            return []
+        points = await self._run(
+            self.client.retrieve, name, ids=list(ids), with_payload=True, with_vectors=False
+        )
+        by_id = {str(p.id): p for p in points}
+        return [Hit(score=0.0, payload=by_id[i].payload or {}, id=i) for i in ids if i in by_id]

@@ -43,6 +43,7 @@ class Stub:
     hanging: threading.Event = field(default_factory=threading.Event)  # a hang upload arrived
     release: threading.Event = field(default_factory=threading.Event)  # hang uploads may end
     queries: list[dict[str, Any]] = field(default_factory=list)
+    replaces: dict[str, str | None] = field(default_factory=dict)  # filename -> `replace` sent
 
     def add(self, content: bytes, filename: str, status: str) -> dict[str, Any]:
         doc = {
@@ -90,6 +91,8 @@ class Stub:
             name = upload.filename
             meta = form.get("metadata")
             self.posts.append((name, meta if isinstance(meta, str) else None))
+            replace = form.get("replace")
+            self.replaces[name] = replace if isinstance(replace, str) else None
             if self.busy.get(name, 0) > 0:
                 self.busy[name] -= 1
                 return JSONResponse({"detail": "busy"}, 429, headers={"Retry-After": "1"})
@@ -307,6 +310,20 @@ def test_unreachable_backend(workdir: Path) -> None:
     assert time.monotonic() - started < 15
 
 
+def test_ingest_replaces_a_changed_file_of_the_same_name_only(stub: Stub, workdir: Path) -> None:
+    old = stub.add(b"first version", "corpus/changed.txt", "indexed")
+    corpus = write(workdir / "corpus", {"changed.txt": "second version", "new.txt": "fresh"})
+    proc = ragctl("ingest", str(corpus), "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stub.replaces == {"corpus/changed.txt": old["id"], "corpus/new.txt": None}
+
+    stub.replaces.clear()
+    (corpus / "changed.txt").write_text("third version")
+    proc = ragctl("ingest", str(corpus), "--no-replace", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stub.replaces == {"corpus/changed.txt": None}
+
+
 # -- query -----------------------------------------------------------------------------------------
 
 
@@ -327,23 +344,33 @@ def test_query_output_and_errors(stub: Stub, workdir: Path) -> None:
         "team=b",
         "-m",
         "year:=2024",
+        "--group-by",
+        "chunk",
+        "--context",
+        "2",
         "--json",
         cwd=workdir,
         BACKEND_URL=stub.url,
     )
     assert proc.returncode == 0, proc.stderr
-    assert stub.queries[-1] == {
+    assert stub.queries[-1] == {  # group_by=chunk is the backend's default: not sent
         "query": "lighthouse",
         "top_k": 3,
         "rerank": False,
         "mode": "hybrid",
+        "context": 2,
         "filters": {"document_ids": ["d1"], "metadata": {"team": ["a", "b"], "year": 2024}},
     }
     assert httpx.Response(200, text=proc.stdout).json()["results"][0]["page"] == 2
 
     proc = ragctl("query", "lighthouse", cwd=workdir, BACKEND_URL=stub.url)
     assert proc.returncode == 0, proc.stderr
-    assert stub.queries[-1] == {"query": "lighthouse", "top_k": 5, "rerank": True}
+    assert stub.queries[-1] == {
+        "query": "lighthouse",
+        "top_k": 5,
+        "rerank": True,
+        "group_by": "document",  # ragctl's default: one result per document
+    }
     row = next(line for line in proc.stdout.splitlines() if "docs/keeper.txt" in line)
     assert "0.9123" in row and "A passage about [bold]lighthouses[/bold]." in row
     assert row.split("│")[3].strip() == "-" and row.split("│")[5].strip() == "2"

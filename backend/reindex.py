@@ -66,7 +66,7 @@ class Reindexer:
 
     def status(self) -> dict[str, Any]:
         job = self.registry.get_job(JOB) or {"state": "idle"}
-        if job["state"] in ACTIVE_STATES:
+        if job["state"] == "running":
             job["done"] = self.registry.reindexed_count()
             job["total"] = job["done"] + self.registry.not_reindexed_count()
         return job
@@ -140,7 +140,8 @@ class Reindexer:
                 await asyncio.sleep(0.1)
             if job["state"] == "running":
                 await self._copy(job)
-                self._save(job, state="switching")
+                count = self.registry.reindexed_count()
+                self._save(job, state="switching", done=count, total=count)
             if job["state"] == "switching":
                 await self.store.set_active_collection(target)
                 self.registry.apply_reindexed()

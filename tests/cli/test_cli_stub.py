@@ -311,17 +311,17 @@ def test_unreachable_backend(workdir: Path) -> None:
 
 
 def test_ingest_replaces_a_changed_file_of_the_same_name_only(stub: Stub, workdir: Path) -> None:
-    old = stub.add(b"first version", "corpus/changed.txt", "indexed")
-    corpus = write(workdir / "corpus", {"changed.txt": "second version", "new.txt": "fresh"})
+    old = stub.add(b"first version", "corpus/edited.txt", "indexed")
+    corpus = write(workdir / "corpus", {"edited.txt": "second version", "new.txt": "fresh"})
     proc = ragctl("ingest", str(corpus), "--url", stub.url, cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert stub.replaces == {"corpus/changed.txt": old["id"], "corpus/new.txt": None}
+    assert stub.replaces == {"corpus/edited.txt": old["id"], "corpus/new.txt": None}
 
     stub.replaces.clear()
-    (corpus / "changed.txt").write_text("third version")
+    (corpus / "edited.txt").write_text("third version")
     proc = ragctl("ingest", str(corpus), "--no-replace", "--url", stub.url, cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert stub.replaces == {"corpus/changed.txt": None}
+    assert stub.replaces == {"corpus/edited.txt": None}
 
 
 # -- query -----------------------------------------------------------------------------------------

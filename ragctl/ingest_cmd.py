@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -527,7 +528,7 @@ def _around(r: dict[str, Any]) -> tuple[str, str]:
     share (cut by their offsets when on the same page as what follows or precedes them)."""
     before_chunks = r.get("context_before") or []
     before = ""
-    for c, nxt in zip(before_chunks, [*before_chunks[1:], r], strict=True):
+    for c, nxt in itertools.pairwise([*before_chunks, r]):
         same_page = c.get("page") == nxt.get("page")
         before += c["text"][: max(0, nxt["start"] - c["start"])] if same_page else c["text"]
     after, prev = "", r

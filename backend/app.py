@@ -24,7 +24,7 @@ from backend.registry import Registry
 from backend.reindex import Reindexer
 from backend.routes import documents, health, query, reindex
 from backend.settings import Settings, get_settings
-from backend.store import StoreLocked, VectorStore
+from backend.store import StoreError, VectorStore
 from backend.web import mount_web
 
 log = logging.getLogger("ragstack.backend")
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = Registry(settings.registry_path)
         try:
             store = VectorStore(settings)
-        except StoreLocked as exc:
+        except StoreError as exc:  # folder locked, BM25 version, failed migration
             registry.close()
             log.critical("%s", exc)
             raise SystemExit(f"backend start-up failed: {exc}") from None

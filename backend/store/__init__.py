@@ -1,7 +1,14 @@
 """The vector store: one contract (`base`), two engines, the BM25 encoder beside them.
 
-`open_store(settings)` picks the engine: a Qdrant server when QDRANT_URL is set, else the
-embedded engine in QDRANT_PATH (default DATA_DIR/qdrant).
+- `base`: the contract every engine keeps (`VectorStore`, `Hit`, `GroupHit`, errors);
+- `edge`: the embedded default, Qdrant's engine in-process (`qdrant-edge-py`) in QDRANT_PATH;
+- `server`: a Qdrant server (QDRANT_URL) through qdrant-client;
+- `filters`: the search filter rules both engines translate;
+- `sparse`: the BM25 encoder (ingest and queries);
+- `maintenance`: index rebuilds off the serving path for the embedded engine;
+- `migrate`: moves a folder written by earlier versions (qdrant-client local mode) to `edge`.
+
+`VectorStore(settings)` (or `open_store`) opens the engine the settings ask for.
 """
 
 from backend.store.base import (
@@ -13,9 +20,10 @@ from backend.store.base import (
     StoreError,
     StoreHealth,
     StoreLocked,
+    VectorStore,
     point_id,
 )
-from backend.store.server import VectorStore, open_client
+from backend.store.select import open_store
 
 __all__ = [
     "DENSE",
@@ -27,6 +35,6 @@ __all__ = [
     "StoreHealth",
     "StoreLocked",
     "VectorStore",
-    "open_client",
+    "open_store",
     "point_id",
 ]

@@ -12,10 +12,12 @@ is stored; searches only see ready chunks.
 
 Payload layout written by this version (the public metadata API is unchanged):
     document_id, chunk_index, page, start, end, text, filename, metadata (as given),
-    ready: 0 | 1 (an int: Qdrant Edge never matches a boolean `MatchValue`),
-    metadata_bools: {key: 0 | 1} for every boolean metadata value, which filters read
-    (same reason; `metadata` keeps the real booleans for display).
-Both engines store and filter this layout the same way.
+    ready: 0 | 1 on the embedded engine (an int: Qdrant Edge never matches a boolean
+    `MatchValue`); a boolean on a server, as earlier versions wrote it there,
+    metadata_bools: {key: 0 | 1} for every boolean metadata value, which the embedded engine's
+    filters read (same reason; `metadata` keeps the real booleans for display).
+`backend.store.filters` turns one search filter into conditions that select the same points on
+both engines.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ Mode = Literal["dense", "sparse", "hybrid"]
 Fusion = Literal["dbsf", "rrf"]
 # RRF's constant. Qdrant's server default is 2; Edge needs it explicitly, so both get this one.
 RRF_K = 2
+
+# What to do when a collection was built with another BM25 encoder (sparse.ENCODER_VERSION).
+REINDEX_HINT = (
+    "Re-index: set QDRANT_COLLECTION to a new name (or stop the backend and delete the old "
+    "collection), restart, and upload the documents again (`ragctl ingest <folder>`)."
+)
 
 # Retry-After sent to our clients while the store is unreachable.
 STORE_RETRY_AFTER_S = 5.0
@@ -157,6 +165,16 @@ class VectorStore(abc.ABC):
     engine: Literal["embedded", "server"]
     location: str  # folder or URL, for messages and /health
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> VectorStore:
+        # `VectorStore(settings)` opens the configured engine (what callers did before there
+        # were two); subclasses construct themselves.
+        if cls is VectorStore:
+            from backend.store.select import engine_class
+
+            settings = args[0] if args else kwargs["settings"]
+            return super().__new__(engine_class(settings, kwargs.get("client")))
+        return super().__new__(cls)
+
     @property
     def local(self) -> bool:
         """True for the embedded engine (kept for callers written before the interface)."""
@@ -261,7 +279,6 @@ class VectorStore(abc.ABC):
     ) -> list[Hit]:
         """Top `limit` ready chunks by dense cosine, BM25, or both fused (settings.fusion)."""
 
-    @abc.abstractmethod
     async def search_groups(
         self,
         vector: Sequence[float] | None,
@@ -274,9 +291,28 @@ class VectorStore(abc.ABC):
         candidates: int = 100,
         collection: str | None = None,
     ) -> list[GroupHit]:
-        """Top `limit` documents, one hit each (the best chunk), ranked by that chunk's score.
-        `matches` counts the document's chunks among the top `candidates` chunks. Server: from
-        Qdrant's grouping over the same candidates; embedded: grouped here over them."""
+        """Up to `limit` documents, one hit each (the best chunk), ranked by that chunk's score,
+        taken from the top `candidates` chunks (so at most `candidates` documents); `matches`
+        counts the document's chunks among those candidates.
+
+        Grouped here over the same candidate list on both engines rather than with the
+        server's `query_points_groups`: Edge has no grouping, and the contract requires both
+        engines to answer alike (the server's groups are also taken from a bounded candidate
+        set, so this loses nothing a caller could rely on)."""
+        hits = await self.search(
+            vector,
+            limit=candidates,
+            text=text,
+            mode=mode,
+            document_ids=document_ids,
+            metadata=metadata,
+            collection=collection,
+        )
+        groups: dict[str, list[Hit]] = {}
+        for h in hits:  # best first: the first hit of a document is its best chunk
+            groups.setdefault(h.payload["document_id"], []).append(h)
+        out = [GroupHit(document_id=d, best=hs[0], matches=len(hs)) for d, hs in groups.items()]
+        return out[:limit]
 
     @abc.abstractmethod
     async def retrieve(self, ids: Sequence[str], collection: str | None = None) -> list[Hit]:

@@ -1,68 +1,66 @@
-"""The vector store: the one module that talks to Qdrant.
+"""The server engine: a Qdrant server (QDRANT_URL) through qdrant-client.
 
-Works the same against a Qdrant server (QDRANT_URL) and embedded local mode (QDRANT_PATH). The
-client is the synchronous one, run in worker threads: in local mode the "async" client would
-compute on the event loop. Local mode is not thread-safe, so calls are serialized there.
+qdrant-client's local mode (`QdrantClient(path=...)` or `":memory:"`) speaks the same API and
+is used by the contract tests as a stand-in for a server; it is no longer the embedded default
+(a pure-Python brute-force engine behind one lock: see `backend.store.edge`). The client is the
+synchronous one, run in worker threads; calls are serialized when it is local mode, which is
+not thread-safe.
 
-Each chunk is one point with two vectors: `dense` (the embedder's, cosine) and `bm25` (term
-weights with BM25 length saturation from `backend.store.sparse`; Qdrant applies IDF at query
-time through `Modifier.IDF`, so corpus statistics never need recomputing at ingest).
+Named collections: the logical name (QDRANT_COLLECTION) may be a real collection (what earlier
+versions created) or an alias; `set_active_collection` points the alias at another collection
+in one atomic alias update, so searches switch all at once.
 
-Chunks are written with `ready: false` and flipped to true in one call once every chunk of the
-document is stored; searches only see ready chunks, so a document appears all at once.
-
-Embedded mode persists every point in its own SQLite commit, which with SQLite's defaults costs
-an fsync each (~20 ms: a 1,000-chunk document took 25 s to store and 25 s more to flip). The
-collection's database is switched to WAL with synchronous=NORMAL, like the registry: a commit
-then survives a crash of the process, and only an OS crash or power cut can lose the last ones.
+A server matches booleans correctly, and collections written by earlier versions hold
+`ready: true` with a boolean payload index: so this engine keeps `ready` a boolean and filters
+boolean metadata on `metadata.<key>` itself, exactly as before (no migration of server data);
+`metadata_bools` is written too, so the payload layout matches the embedded engine's otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from backend.ingest.chunk import Chunk
 from backend.settings import Settings
-from backend.store.sparse import BM25Encoder
+from backend.store import filters
+from backend.store.base import (
+    DENSE,
+    REINDEX_HINT,
+    RRF_K,
+    SPARSE,
+    ChunkLike,
+    Hit,
+    MetadataFilter,
+    Mode,
+    StoreError,
+    StoreHealth,
+    StoreLocked,
+    VectorStore,
+    locked_message,
+    payload_for,
+    point_id,
+)
+from backend.store.sparse import ENCODER_VERSION, BM25Encoder
 
-log = logging.getLogger("ragstack.backend.store")
+log = logging.getLogger("ragstack.backend.store.server")
 
 T = TypeVar("T")
-# Point ids: uuid5 of "<content hash>:<chunk index>" in this namespace, so re-ingesting the same
-# content overwrites rather than duplicates.
-POINT_NAMESPACE = uuid.UUID("8f0d8a4e-5b7e-4c61-9d0f-2d7f5c3e9a10")
-MetadataValue = str | int | float | bool
-MetadataFilter = dict[str, MetadataValue | list[MetadataValue]]
-DENSE = "dense"
-SPARSE = "bm25"
-Mode = str  # "dense" | "sparse" | "hybrid"
-_FUSIONS = {"dbsf": qm.Fusion.DBSF, "rrf": qm.Fusion.RRF}
-
-
-# Retry-After sent to our clients while Qdrant is unreachable.
-STORE_RETRY_AFTER_S = 5.0
 AVAILABLE_TTL_S = 10.0
-
-
-from backend.store.base import GroupHit, Hit, StoreError, StoreLocked  # noqa: E402
-
-
-def point_id(content_hash: str, index: int) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{content_hash}:{index}"))
+# Recorded in the collection's metadata (Qdrant >= 1.16) with the BM25 encoder version.
+ENCODER_KEY = "ragstack_bm25_encoder_version"
 
 
 def open_client(settings: Settings) -> QdrantClient:
+    """A client for QDRANT_URL; without it, qdrant-client's local mode in QDRANT_PATH (what
+    earlier versions used as the embedded engine: the migration and the tests open it)."""
     if settings.qdrant_url:
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return QdrantClient(url=settings.qdrant_url, api_key=key, timeout=30)
@@ -73,16 +71,19 @@ def open_client(settings: Settings) -> QdrantClient:
     except RuntimeError as exc:
         if "already accessed by another instance" not in str(exc):
             raise
-        raise StoreLocked(
-            f"the embedded Qdrant folder {folder} is in use by another process: embedded mode "
-            "allows one process per folder. Run a single backend worker, stop the other process, "
-            "or set QDRANT_URL to use a Qdrant server."
-        ) from None
+        raise StoreLocked(locked_message(folder)) from None
+
+
+def is_local(client: QdrantClient) -> bool:
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
 
 
 def _fast_local_commits(client: QdrantClient) -> None:
-    """WAL + synchronous=NORMAL on every embedded collection's SQLite file (see the module doc).
-    This reaches into qdrant-client's local mode; if its layout changes, nothing is tuned."""
+    """WAL + synchronous=NORMAL on every local-mode collection's SQLite file: local mode
+    otherwise commits (and fsyncs) every point on its own. This reaches into qdrant-client's
+    local mode; if its layout changes, nothing is tuned."""
     local = getattr(client, "_client", None)
     for collection in getattr(local, "collections", {}).values():
         db = getattr(getattr(collection, "storage", None), "storage", None)
@@ -101,18 +102,42 @@ def _schema_for(value: Any) -> qm.PayloadSchemaType:
     return qm.PayloadSchemaType.KEYWORD
 
 
-def _condition(key: str, value: MetadataValue | list[MetadataValue]) -> qm.Condition:
-    path = f"metadata.{key}"
-    if isinstance(value, list):
-        if any(isinstance(v, float) and not isinstance(v, bool) for v in value):
-            # MatchAny has no floats: OR of exact ranges.
-            return qm.Filter(
-                should=[qm.FieldCondition(key=path, range=qm.Range(gte=v, lte=v)) for v in value]
-            )
-        return qm.FieldCondition(key=path, match=qm.MatchAny(any=value))  # type: ignore[arg-type]
-    if isinstance(value, float):
-        return qm.FieldCondition(key=path, range=qm.Range(gte=value, lte=value))
-    return qm.FieldCondition(key=path, match=qm.MatchValue(value=value))
+def _field(c: filters.Cond) -> qm.Condition:
+    if c.kind == "range":
+        return qm.FieldCondition(key=c.key, range=qm.Range(gte=c.value, lte=c.value))
+    if c.kind == "any":
+        return qm.FieldCondition(key=c.key, match=qm.MatchAny(any=c.value))
+    return qm.FieldCondition(key=c.key, match=qm.MatchValue(value=c.value))
+
+
+def _real_bools(items: list[filters.Clause]) -> list[filters.Clause]:
+    """Boolean metadata conditions on the booleans themselves (see the module doc), so data
+    written by earlier versions (no `metadata_bools`) is found."""
+    out: list[filters.Clause] = []
+    for item in items:
+        alts = item if isinstance(item, list) else [item]
+        real = [
+            filters.Cond("metadata." + c.key.split(".", 1)[1], "match", bool(v))
+            for c in alts
+            if c.key.startswith("metadata_bools.")
+            for v in c.value
+        ]
+        if not real:
+            out.append(item)
+            continue
+        rest = [c for c in alts if not c.key.startswith("metadata_bools.")]
+        both = [*rest, *real]
+        out.append(both[0] if len(both) == 1 else both)
+    return out
+
+
+def server_filter(items: list[filters.Clause]) -> qm.Filter:
+    return filters.build(
+        [filters.Cond("ready", "match", True), *_real_bools(items)],
+        field=_field,
+        any_of=lambda conds: qm.Filter(should=conds),
+        all_of=lambda conds: qm.Filter(must=conds),
+    )
 
 
 def _doc_filter(document_id: str) -> qm.Filter:
@@ -121,27 +146,28 @@ def _doc_filter(document_id: str) -> qm.Filter:
     )
 
 
-class VectorStore:
+class ServerStore(VectorStore):
+    engine: Literal["embedded", "server"] = "server"
+
     def __init__(self, settings: Settings, client: QdrantClient | None = None) -> None:
         self.settings = settings
-        # Stop-gap until the store package's engines land: the active collection is named by a
-        # pointer file replaced atomically (os.replace); absent = QDRANT_COLLECTION.
-        self._pointer = settings.data_dir / "active-collection"
-        self.collection = (
-            self._pointer.read_text().strip()
-            if self._pointer.is_file()
-            else settings.qdrant_collection
-        )
-        self.local = not settings.qdrant_url
-        self.location = settings.qdrant_url or str(settings.qdrant_folder)
+        self.name = settings.qdrant_collection
         self.client = client or open_client(settings)
-        self._lock = threading.Lock() if self.local else None
-        self._dimensions: dict[str, int] = {}
-        self._indexed_keys: set[str] = set()
+        self._local = is_local(self.client)
+        self.location = settings.qdrant_url or (
+            "local mode" if client is not None else str(settings.qdrant_folder)
+        )
+        self._lock = threading.Lock() if self._local else None
+        self._dimension: dict[str, int] = {}
+        self._indexed_keys: set[tuple[str, str]] = set()
         # Workers ingesting at the same time must not both try to create the collection.
         self._setup_lock = asyncio.Lock()
         self._ok_at = float("-inf")
         self.bm25 = BM25Encoder()
+
+    @property
+    def collection(self) -> str:
+        return self.name
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def call() -> T:
@@ -167,39 +193,48 @@ class VectorStore:
         await self.collection_exists()
         self._ok_at = time.monotonic()
 
-    # -- collection --------------------------------------------------------------------------------
+    async def health(self) -> StoreHealth:
+        exists = await self.collection_exists()
+        points = None
+        if exists and not self._local:
+            # The server keeps this number: no count, no scan.
+            info = await self._run(self.client.get_collection, self.name)
+            points = info.points_count
+        self._ok_at = time.monotonic()
+        return StoreHealth(
+            ok=True,
+            engine="server",
+            location=self.location,
+            collection=self.name,
+            exists=exists,
+            points=points,
+        )
+
+    # -- collections -------------------------------------------------------------------------------
 
     async def collection_exists(self, collection: str | None = None) -> bool:
-        return await self._run(self.client.collection_exists, collection or self.collection)
+        name = collection or self.name
+        if await self._run(self.client.collection_exists, name):
+            return True
+        return name == self.name and await self._alias_target() is not None
 
-    async def list_collections(self) -> list[str]:
-        found = await self._run(self.client.get_collections)
-        return [c.name for c in found.collections]
-
-    async def drop_collection(self, collection: str) -> None:
-        if collection == self.collection:
-            raise StoreError(f"collection {collection!r} is the active one", retry_after=None)
-        await self._run(self.client.delete_collection, collection)
-        self._dimensions.pop(collection, None)
-
-    async def set_active_collection(self, collection: str) -> None:
-        if not await self.collection_exists(collection):
-            raise StoreError(f"collection {collection!r} does not exist", retry_after=None)
-        tmp = self._pointer.with_suffix(".tmp")
-        tmp.write_text(collection)
-        os.replace(tmp, self._pointer)
-        self.collection = collection
+    async def _alias_target(self) -> str | None:
+        aliases = await self._run(self.client.get_aliases)
+        for a in aliases.aliases:
+            if a.alias_name == self.name:
+                return a.collection_name
+        return None
 
     async def ensure_collection(self, dimension: int, collection: str | None = None) -> None:
         """Create the collection (cosine, `dimension`) once; refuse a dimension mismatch."""
-        name = collection or self.collection
-        if self._dimensions.get(name) == dimension:
+        name = collection or self.name
+        if self._dimension.get(name) == dimension:
             return
         async with self._setup_lock:
-            await self._ensure_collection(dimension, name)
+            await self._ensure_collection(name, dimension)
 
-    async def _ensure_collection(self, dimension: int, name: str) -> None:
-        if self._dimensions.get(name) == dimension:
+    async def _ensure_collection(self, name: str, dimension: int) -> None:
+        if self._dimension.get(name) == dimension:
             return
         if await self.collection_exists(name):
             info = await self._run(self.client.get_collection, name)
@@ -210,13 +245,23 @@ class VectorStore:
             if dense is None or SPARSE not in sparse:
                 raise StoreError(
                     f"collection {name!r} was not created by this version (it lacks "
-                    f"the {DENSE!r} and {SPARSE!r} vectors). Use a new QDRANT_COLLECTION."
+                    f"the {DENSE!r} and {SPARSE!r} vectors). Use a new QDRANT_COLLECTION.",
+                    retry_after=None,
                 )
             if size != dimension:
                 raise StoreError(
                     f"collection {name!r} holds {size}-dimensional vectors but the "
                     f"embedder produces {dimension}; the embedding model changed. Use a new "
                     "QDRANT_COLLECTION or re-create the collection.",
+                    retry_after=None,
+                )
+            meta = getattr(info.config, "metadata", None) or {}
+            version = meta.get(ENCODER_KEY, ENCODER_VERSION)  # absent: written by version 1
+            if version != ENCODER_VERSION:
+                raise StoreError(
+                    f"collection {name!r} was indexed with BM25 encoder version {version}, "
+                    f"this backend encodes with version {ENCODER_VERSION}: keyword search "
+                    f"would not match. {REINDEX_HINT}",
                     retry_after=None,
                 )
         else:
@@ -227,17 +272,18 @@ class VectorStore:
                     DENSE: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)
                 },
                 sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                metadata={ENCODER_KEY: ENCODER_VERSION},
             )
             log.info("created collection %s (dimension %d)", name, dimension)
-        if self.local:
+        if self._local:
             await self._run(_fast_local_commits, self.client)
-        await self._ensure_index("document_id", qm.PayloadSchemaType.KEYWORD, name)
-        await self._ensure_index("ready", qm.PayloadSchemaType.BOOL, name)
-        self._dimensions[name] = dimension
+        await self._ensure_index(name, "document_id", qm.PayloadSchemaType.KEYWORD)
+        await self._ensure_index(name, "ready", qm.PayloadSchemaType.BOOL)
+        self._dimension[name] = dimension
 
-    async def _ensure_index(self, key: str, schema: qm.PayloadSchemaType, name: str) -> None:
+    async def _ensure_index(self, name: str, key: str, schema: qm.PayloadSchemaType) -> None:
         # Local mode has no payload indexes (the client would only warn).
-        if self.local or f"{name}/{key}" in self._indexed_keys:
+        if self._local or (name, key) in self._indexed_keys:
             return
         try:
             await self._run(
@@ -250,16 +296,51 @@ class VectorStore:
         except StoreError as exc:
             # A key used with another type before keeps its first index; filtering still works.
             log.warning("payload index on %s not created: %s", key, exc)
-        self._indexed_keys.add(f"{name}/{key}")
+        self._indexed_keys.add((name, key))
 
     async def ensure_metadata_indexes(
         self, metadata: dict[str, Any], collection: str | None = None
     ) -> None:
+        name = collection or self.name
         async with self._setup_lock:
             for key, value in metadata.items():
                 if isinstance(value, str | int | float | bool):
-                    name = collection or self.collection
-                    await self._ensure_index(f"metadata.{key}", _schema_for(value), name)
+                    await self._ensure_index(name, f"metadata.{key}", _schema_for(value))
+
+    async def list_collections(self) -> list[str]:
+        result = await self._run(self.client.get_collections)
+        return sorted(c.name for c in result.collections)
+
+    async def drop_collection(self, collection: str) -> None:
+        if collection == self.name or collection == await self._alias_target():
+            raise StoreError(
+                f"collection {collection!r} is the active one; switch to another first",
+                retry_after=None,
+            )
+        await self._run(self.client.delete_collection, collection)
+        self._dimension.pop(collection, None)
+
+    async def set_active_collection(self, collection: str) -> None:
+        if not await self._run(self.client.collection_exists, collection):
+            raise StoreError(f"collection {collection!r} does not exist", retry_after=None)
+        # Not collection_exists(): it also answers True for an alias.
+        if self.name in await self.list_collections():
+            raise StoreError(
+                f"{self.name!r} is a collection, not an alias, so it cannot be switched: "
+                "re-index into a new collection and set QDRANT_COLLECTION to its name, or "
+                "drop the old collection first",
+                retry_after=None,
+            )
+        ops: list[qm.AliasOperations] = []
+        if await self._alias_target() is not None:
+            ops.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=self.name)))
+        ops.append(
+            qm.CreateAliasOperation(
+                create_alias=qm.CreateAlias(collection_name=collection, alias_name=self.name)
+            )
+        )
+        # One request: Qdrant applies the alias changes atomically.
+        await self._run(self.client.update_collection_aliases, change_aliases_operations=ops)
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -268,7 +349,7 @@ class VectorStore:
         *,
         document_id: str,
         content_hash: str,
-        chunks: Sequence[Chunk],
+        chunks: Sequence[ChunkLike],
         vectors: Sequence[Sequence[float]],
         filename: str | None,
         metadata: dict[str, Any],
@@ -280,52 +361,41 @@ class VectorStore:
             qm.PointStruct(
                 id=point_id(content_hash, c.index),
                 vector={
-                    DENSE: list(v),
+                    DENSE: [float(x) for x in v],
                     SPARSE: qm.SparseVector(indices=sv[0], values=sv[1]),
                 },
                 payload={
-                    "document_id": document_id,
-                    "chunk_index": c.index,
-                    "page": c.page,
-                    "start": c.start,
-                    "end": c.end,
-                    "text": c.text,
-                    "filename": filename,
-                    "metadata": metadata,
+                    **payload_for(
+                        document_id=document_id, chunk=c, filename=filename, metadata=metadata
+                    ),
                     "ready": False,
                 },
             )
             for c, v, sv in zip(chunks, vectors, sparse, strict=True)
         ]
         size = self.settings.upsert_batch_size
+        name = collection or self.name
         for i in range(0, len(points), size):
-            await self._run(
-                self.client.upsert,
-                collection or self.collection,
-                points=points[i : i + size],
-                wait=True,
-            )
+            await self._run(self.client.upsert, name, points=points[i : i + size], wait=True)
 
     async def set_ready(
         self, content_hash: str, chunk_count: int, collection: str | None = None
     ) -> None:
         """Make a document's chunks searchable. Points are addressed by id, not by a
-        document_id filter: embedded mode has no payload index, so a filter scans every point
-        of the collection and flipping each document cost O(collection) (SciFact: 8 s per
-        1,000 documents at 2,500 points, growing quadratically)."""
+        document_id filter: local mode has no payload index, so a filter scans every point."""
         ids: list[qm.ExtendedPointId] = [point_id(content_hash, i) for i in range(chunk_count)]
         size = self.settings.upsert_batch_size
         for i in range(0, len(ids), size):
             await self._run(
                 self.client.set_payload,
-                collection or self.collection,
+                collection or self.name,
                 payload={"ready": True},
                 points=ids[i : i + size],
                 wait=True,
             )
 
     async def delete_document(self, document_id: str, collection: str | None = None) -> None:
-        name = collection or self.collection
+        name = collection or self.name
         if not await self.collection_exists(name):
             return
         await self._run(
@@ -335,10 +405,13 @@ class VectorStore:
             wait=True,
         )
 
+    async def maintain(self) -> None:
+        return None  # the server's optimizer builds indexes and vacuums on its own
+
     # -- reads -------------------------------------------------------------------------------------
 
     async def count(self, document_id: str | None = None, collection: str | None = None) -> int:
-        name = collection or self.collection
+        name = collection or self.name
         if not await self.collection_exists(name):
             return 0
         flt = _doc_filter(document_id) if document_id else None
@@ -356,18 +429,10 @@ class VectorStore:
         metadata: MetadataFilter | None = None,
         collection: str | None = None,
     ) -> list[Hit]:
-        """Top `limit` ready chunks by dense cosine, BM25, or both fused (`settings.fusion`)."""
-        name = collection or self.collection
+        name = collection or self.name
         if not await self.collection_exists(name):
             return []
-        must: list[qm.Condition] = [qm.FieldCondition(key="ready", match=qm.MatchValue(value=True))]
-        if document_ids is not None:
-            must.append(
-                qm.FieldCondition(key="document_id", match=qm.MatchAny(any=list(document_ids)))
-            )
-        for key, value in (metadata or {}).items():
-            must.append(_condition(key, value))
-        flt = qm.Filter(must=must)
+        flt = server_filter(filters.clauses(document_ids, metadata))
         indices, values = self.bm25.encode_query(text)
         sparse = qm.SparseVector(indices=indices, values=values)
         query: Any
@@ -379,16 +444,21 @@ class VectorStore:
             query, using = sparse, SPARSE
         elif mode == "dense" or not indices:
             assert vector is not None
-            query, using = list(vector), DENSE
+            query, using = [float(x) for x in vector], DENSE
         else:
             assert vector is not None
             n = max(limit, self.settings.hybrid_prefetch)
             # The filter is applied inside each prefetch, so the fusion sees only allowed chunks.
             prefetch = [
-                qm.Prefetch(query=list(vector), using=DENSE, filter=flt, limit=n),
+                qm.Prefetch(query=[float(x) for x in vector], using=DENSE, filter=flt, limit=n),
                 qm.Prefetch(query=sparse, using=SPARSE, filter=flt, limit=n),
             ]
-            query = qm.FusionQuery(fusion=_FUSIONS[self.settings.fusion])
+            fusion: Any = (
+                qm.RrfQuery(rrf=qm.Rrf(k=RRF_K))
+                if self.settings.fusion == "rrf"
+                else qm.FusionQuery(fusion=qm.Fusion.DBSF)
+            )
+            query = fusion
         response = await self._run(
             self.client.query_points,
             name,
@@ -400,45 +470,14 @@ class VectorStore:
             with_payload=True,
             with_vectors=False,
         )
-        return [Hit(score=p.score, payload=p.payload or {}) for p in response.points]
-
-    async def search_groups(
-        self,
-        vector: Sequence[float] | None,
-        *,
-        limit: int,
-        text: str = "",
-        mode: Mode = "dense",
-        document_ids: list[str] | None = None,
-        metadata: MetadataFilter | None = None,
-        candidates: int = 100,
-        collection: str | None = None,
-    ) -> list[GroupHit]:
-        """Stop-gap: grouped here over the top `candidates` chunks."""
-        hits = await self.search(
-            vector,
-            limit=max(candidates, limit),
-            text=text,
-            mode=mode,
-            document_ids=document_ids,
-            metadata=metadata,
-            collection=collection,
-        )
-        best: dict[str, Hit] = {}
-        counts: dict[str, int] = {}
-        for h in hits:
-            doc = h.payload["document_id"]
-            counts[doc] = counts.get(doc, 0) + 1
-            best.setdefault(doc, h)
-        groups = [GroupHit(doc, h, counts[doc]) for doc, h in best.items()]
-        return groups[:limit]
+        return [Hit(score=p.score, payload=p.payload or {}, id=str(p.id)) for p in response.points]
 
     async def retrieve(self, ids: Sequence[str], collection: str | None = None) -> list[Hit]:
-        name = collection or self.collection
+        name = collection or self.name
         if not ids or not await self.collection_exists(name):
             return []
-        points = await self._run(
+        records = await self._run(
             self.client.retrieve, name, ids=list(ids), with_payload=True, with_vectors=False
         )
-        by_id = {str(p.id): p for p in points}
+        by_id = {str(r.id): r for r in records}
         return [Hit(score=0.0, payload=by_id[i].payload or {}, id=i) for i in ids if i in by_id]

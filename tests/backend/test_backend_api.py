@@ -259,7 +259,7 @@ def test_ml_api_down_is_503_with_retry_after(api_settings: Settings) -> None:
 def test_qdrant_unavailable_is_503_with_retry_after(api_settings: Settings) -> None:
     with open_client(api_settings) as api:
         store: VectorStore = api.app.state.store  # type: ignore[attr-defined]
-        store.client.close()  # the store is gone (as a Qdrant server that went away)
+        api.portal.call(store.close)  # the store is gone (as a Qdrant server that went away)  # type: ignore[union-attr]
         body = api.get("/health").json()
         assert body["status"] == "degraded" and body["qdrant"]["status"] == "down"
         for resp in (api.post("/query", json={"query": "q"}), upload(api, ("a.txt", b"text"))):

@@ -76,11 +76,13 @@ async def test_hybrid_with_only_stop_words_falls_back_to_dense(store: VectorStor
 
 
 async def test_collection_without_named_vectors_is_refused(settings: Settings) -> None:
+    from qdrant_client import QdrantClient
     from qdrant_client import models as qm
 
     from backend.store import StoreError
 
-    s = VectorStore(settings)
+    # A foreign collection on the server API (qdrant-client local mode stands in for a server).
+    s = VectorStore(settings, client=None if settings.qdrant_url else QdrantClient(":memory:"))
     await s._run(
         s.client.create_collection,
         s.collection,

@@ -16,7 +16,7 @@ from models.embedder import load_embedder
 from models.reranker import load_reranker
 from models.settings import get_settings
 from models.store import find_model
-from serving import compat
+from serving import clientlog, compat
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
@@ -56,6 +56,7 @@ class MLService:
         reranker_model = bentoml.models.BentoModel(settings.reranker)
 
     def __init__(self) -> None:
+        clientlog.install()
         embedder = load_embedder(settings)
         reranker = load_reranker(settings)
         self.engine = Engine(embedder, reranker, settings)
@@ -217,5 +218,8 @@ class MLService:
 
 
 MLService.add_asgi_middleware(  # type: ignore[attr-defined]
-    EdgeMiddleware, max_payload_bytes=settings.max_payload_bytes, api_key=settings.api_key
+    EdgeMiddleware,
+    max_payload_bytes=settings.max_payload_bytes,
+    api_key=settings.api_key,
+    body_timeout_s=settings.body_timeout_s,
 )

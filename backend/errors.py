@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from backend.store import StoreError
 
 log = logging.getLogger("ragstack.backend")
 PARSER_RETRY_AFTER_S = 5.0
+REGISTRY_RETRY_AFTER_S = 30.0
+TOO_DEEP = "JSON nested too deeply (the limit is about 1000 levels)"
 
 
 def _field(loc: Sequence[Any], prefix: str | None = None) -> str:
@@ -71,6 +74,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI's body parsing hit the JSON decoder's recursion limit.
+            return JSONResponse({"detail": f"body: {TOO_DEEP}"}, status_code=422)
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
@@ -84,6 +90,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
         return unavailable(str(exc), exc.retry_after)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _registry(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        # The registry cannot be written: the disk is full or failing. Nothing was changed.
+        log.warning("registry error on %s %s: %s", request.method, request.url.path, exc)
+        return unavailable(
+            f"the document registry cannot be written ({exc}); retry later",
+            REGISTRY_RETRY_AFTER_S,
+        )
 
     @app.exception_handler(ParserUnavailable)
     async def _parser(request: Request, exc: ParserUnavailable) -> JSONResponse:

@@ -1,12 +1,18 @@
-"""Overload and size guards: request-body limits (413) and the concurrent-upload gate (429).
+"""Overload and size guards: request-body limits (413), body-read deadlines (408) and the
+concurrent-upload gate (429).
 
-The body limit is an ASGI middleware so that it also holds for chunked bodies that declare no
-Content-Length: it counts bytes as the app reads them and stops the read past the limit.
+The body guard is an ASGI middleware so that it also holds for chunked bodies that declare no
+Content-Length: it counts bytes as the app reads them and stops the read past the limit, or when
+the body arrives slower than BODY_MIN_RATE after BODY_TIMEOUT_S (the rule of Apache's
+mod_reqtimeout: a deadline extended by each byte received, so a large upload on a slow link
+passes and a client trickling one byte a second does not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,12 +26,30 @@ from backend.settings import MiB, Settings
 JSON_BODY_LIMIT = 1 * MiB
 UPLOAD_BUSY_RETRY_AFTER_S = 2.0
 QUEUE_FULL_RETRY_AFTER_S = 30.0
+# A JSON upload carries one document: its text plus a title and metadata.
+JSON_UPLOAD_OVERHEAD = 1 * MiB
 
 
-class BodyTooLarge(HTTPException):
-    # An HTTPException, so FastAPI's own body reading passes it through as is (not as a 400).
+class BodyReadError(HTTPException):
+    """Reading the request body was stopped. An HTTPException, so FastAPI's own body reading
+    passes it through as is (not as a 400)."""
+
+
+class BodyTooLarge(BodyReadError):
     def __init__(self, size: str, limit: int, setting: str) -> None:
         super().__init__(413, f"request body is {size} bytes; the limit is {limit} ({setting})")
+
+
+class BodyTimeout(BodyReadError):
+    def __init__(self, received: int, settings: Settings) -> None:
+        super().__init__(
+            408,
+            f"request body too slow: {received} bytes received before the deadline"
+            f" (BODY_TIMEOUT_S={settings.body_timeout_s:g} plus 1 s per BODY_MIN_RATE="
+            f"{settings.body_min_rate} bytes)",
+            # The rest of the body is not read: the connection cannot be reused.
+            headers={"Connection": "close"},
+        )
 
 
 class BodyLimit:
@@ -35,7 +59,13 @@ class BodyLimit:
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         if scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/documents"):
-            return self.settings.max_request_bytes, "MAX_REQUEST_BYTES"
+            request_limit = self.settings.max_request_bytes, "MAX_REQUEST_BYTES"
+            ctype = dict(scope["headers"]).get(b"content-type", b"").lower()
+            if ctype.startswith(b"multipart/"):
+                return request_limit
+            # A JSON body is parsed whole in memory: at most one document's worth of it.
+            one_doc = self.settings.max_upload_bytes + JSON_UPLOAD_OVERHEAD
+            return min(request_limit, (one_doc, "MAX_UPLOAD_BYTES + 1 MiB for a JSON upload"))
         return JSON_BODY_LIMIT, "fixed for JSON requests"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -48,14 +78,26 @@ class BodyLimit:
             await _send_413(send, BodyTooLarge(declared.decode(), limit, setting).detail)
             return
         received = 0
+        started: float | None = None
+        body_done = False
+        timeout, rate = self.settings.body_timeout_s, self.settings.body_min_rate
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, started, body_done
+            if body_done:  # later receives only wait for a disconnect: no deadline
+                return await receive()
+            if started is None:
+                started = time.monotonic()
+            left = started + timeout + received / rate - time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.001))
+            except TimeoutError:
+                raise BodyTimeout(received, self.settings) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(f"more than {limit}", limit, setting)
+                body_done = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited, send)

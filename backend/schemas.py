@@ -10,7 +10,9 @@ from backend.registry import Document
 
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 # bool first: in smart mode pydantic keeps exact types anyway, but the order documents intent.
-MetadataValue = bool | int | float | Annotated[str, StringConstraints(max_length=1000)]
+# NaN and Infinity are refused: JSON has no such numbers and they would come back as null.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+MetadataValue = bool | int | FiniteFloat | Annotated[str, StringConstraints(max_length=1000)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
 MAX_QUERY_CHARS = 2000  # schema limit; Settings.max_query_chars can only lower it further
 MAX_CONTEXT = 5  # neighbouring chunks each side a query may ask for

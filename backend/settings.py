@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     max_extracted_chars: int = Field(
         5_000_000, ge=1, description="Documents whose text is longer fail."
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body must arrive within this, plus 1 s per BODY_MIN_RATE bytes "
+        "received (else 408): a slow client cannot hold an upload slot.",
+    )
+    body_min_rate: int = Field(
+        64 * 1024, ge=1, description="Bytes per second that extend the body deadline by 1 s."
+    )
     parse_timeout_s: float = Field(
         120.0, gt=0, description="Wall-clock limit of one parse (parser process is killed)."
     )

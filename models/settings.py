@@ -63,6 +63,9 @@ class MLSettings(BaseSettings):
     # Admission control and input limits.
     max_client_batch: int = Field(2048, ge=1, description="Items per request at most.")
     max_payload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Body deadline (408), extended 1 s per 64 KiB received."
+    )
     max_queued_tokens: int = Field(
         2_000_000, ge=1, description="Tokens waiting for compute before new work gets 429."
     )

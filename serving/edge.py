@@ -1,11 +1,12 @@
-"""The ml-api's HTTP edge, in front of BentoML: API key, payload limit, consistent error bodies,
-and no compute for clients that went away."""
+"""The ml-api's HTTP edge, in front of BentoML: API key, payload limit, body-read deadline,
+consistent error bodies, and no compute for clients that went away."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hmac
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -24,15 +25,40 @@ OPEN_PATHS = frozenset(
 OPEN_PREFIXES = ("/static_content/", "/assets/")
 
 
+# The body deadline grows by 1 s per this many bytes received (Apache mod_reqtimeout's MinRate):
+# a large body on a slow link passes, a client trickling a byte a second does not.
+BODY_MIN_RATE = 64 * 1024
+
+
 class _PayloadTooLarge(Exception):
     pass
 
 
+class _BodyTimeout(Exception):
+    pass
+
+
+def body_timeout(received: int, timeout_s: float) -> APIError:
+    return APIError(
+        408,
+        f"request body too slow: {received} bytes received before the deadline "
+        f"(ML_API_BODY_TIMEOUT_S={timeout_s:g} plus 1 s per {BODY_MIN_RATE} bytes)",
+        code="body_timeout",
+    )
+
+
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, max_payload_bytes: int, api_key: str | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_payload_bytes: int,
+        api_key: str | None,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_payload_bytes = max_payload_bytes
         self.api_key = api_key or None
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,13 +83,21 @@ class EdgeMiddleware:
             return
 
         received = 0
-        too_large = False
+        too_large = timed_out = False
         body_done = asyncio.Event()
         response_started = False
+        started = time.monotonic()
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
-            message = await receive()
+            nonlocal received, too_large, timed_out
+            if body_done.is_set():
+                return await receive()
+            left = started + self.body_timeout_s + received / BODY_MIN_RATE - time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.001))
+            except TimeoutError:
+                timed_out = True  # BentoML turns the exception into a 500, replaced below
+                raise _BodyTimeout from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -96,6 +130,9 @@ class EdgeMiddleware:
             if too_large:
                 await reply(payload_too_large(limit))
                 return
+            if timed_out:
+                await reply(body_timeout(received, self.body_timeout_s))
+                return
             await _send_error(send, error_start, b"".join(chunks), style)
 
         app_task = asyncio.ensure_future(self.app(scope, limited_receive, rewriting_send))
@@ -113,6 +150,9 @@ class EdgeMiddleware:
         except _PayloadTooLarge:
             if not response_started:
                 await reply(payload_too_large(limit))
+        except _BodyTimeout:
+            if not response_started:
+                await reply(body_timeout(received, self.body_timeout_s))
         except asyncio.CancelledError:
             if not app_task.cancelled():
                 raise  # we ourselves are being cancelled

@@ -21,8 +21,10 @@ from serving.metrics import observe_batch
 
 log = logging.getLogger(__name__)
 
-# Below this many texts, tokenizing inline beats a thread hop.
+# Below this many texts and characters, tokenizing inline beats a thread hop; anything larger
+# runs in a thread so the event loop (health probes, other requests) never waits on it.
 _INLINE_TOKENIZE = 8
+_INLINE_CHARS = 32_000
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Engine:
                     param=field,
                     code="empty_text",
                 )
-        if len(texts) <= _INLINE_TOKENIZE:
+        if len(texts) <= _INLINE_TOKENIZE and sum(map(len, texts)) <= _INLINE_CHARS:
             ids = self.embedder.tokenize(texts, truncate)
         else:
             ids = await asyncio.to_thread(self.embedder.tokenize, texts, truncate)

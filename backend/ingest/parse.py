@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from backend.ingest import htmldepth
+
 # Extension -> kind. The kind decides the parser and the splitter.
 EXTENSIONS = {
     ".txt": "txt",
@@ -152,6 +154,9 @@ def precheck(kind: str, data: bytes, *, max_pdf_pages: int | None = None) -> int
     _check_not_binary(data)
     if data.isspace():
         raise InvalidDocument("the file has no text (only whitespace)")
+    # Tags are ASCII in every encoding but UTF-16/32 (which the parser re-checks after decoding).
+    if kind == "html" and htmldepth.too_deep(data.decode("latin-1")):
+        raise InvalidDocument(htmldepth.message())
     return None
 
 
@@ -345,7 +350,10 @@ def tidy_whitespace(text: str) -> str:
 def _parse_html(data: bytes) -> list[Page]:
     from selectolax.lexbor import LexborHTMLParser
 
-    tree = LexborHTMLParser(decode_text(data))
+    text = decode_text(data)
+    if htmldepth.too_deep(text):  # the parser's cost grows with depth squared
+        raise InvalidDocument(htmldepth.message())
+    tree = LexborHTMLParser(text)
     for node in tree.css(", ".join(HTML_DROP)):
         node.decompose()
     # Text nodes are joined without separators, so block boundaries become line breaks and

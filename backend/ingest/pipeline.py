@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +34,8 @@ from backend.store import StoreError, VectorStore
 log = logging.getLogger("ragstack.backend.ingest")
 T = TypeVar("T")
 
+# Retrying the bookkeeping of a failure whose first attempt met a full or failing disk.
+SETTLE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 INTERRUPTED = "interrupted: the backend stopped before ingestion finished; upload the file again"
 
 
@@ -56,6 +60,23 @@ def unpack_pages(data: bytes) -> list[Page]:
     return [Page(n, text) for n, text in json.loads(zlib.decompress(data))]
 
 
+class QueueFull(Exception):
+    def __init__(self, pending: int, adding: int, limit: int) -> None:
+        super().__init__(pending, adding, limit)
+        self.pending, self.adding, self.limit = pending, adding, limit
+
+
+@dataclass
+class Reservation:
+    ingestor: Ingestor
+    held: int
+
+    def release(self, n: int) -> None:
+        n = min(n, self.held)
+        self.held -= n
+        self.ingestor.reserved -= n
+
+
 class Ingestor:
     def __init__(
         self, settings: Settings, registry: Registry, store: VectorStore, ml: MLClient
@@ -68,6 +89,9 @@ class Ingestor:
         self.limits = Limits.of(settings)
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.reserved = 0  # places held by uploads being registered (see reserve)
+        # Failures not yet recorded (disk full): retried in the background until they are.
+        self.settling: dict[str, asyncio.Task[None]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._chunker: Chunker | None = None
         self._chunker_tag: str | None = None
@@ -109,6 +133,10 @@ class Ingestor:
             task.cancel()
         await asyncio.gather(*self.running.values(), *self._workers, return_exceptions=True)
         self._workers.clear()
+        # Unrecorded failures are completed by the next start's recovery instead.
+        for task in self.settling.values():
+            task.cancel()
+        await asyncio.gather(*self.settling.values(), return_exceptions=True)
 
     # -- API used by the routes --------------------------------------------------------------------
 
@@ -126,7 +154,21 @@ class Ingestor:
 
     @property
     def pending(self) -> int:
-        return self.queue.qsize() + len(self.running)
+        return self.queue.qsize() + len(self.running) + self.reserved
+
+    @contextlib.contextmanager
+    def reserve(self, n: int) -> Iterator[Reservation]:
+        """Hold `n` places of MAX_PENDING_DOCUMENTS for an upload being registered; raises
+        QueueFull when they are not free. Places not released are given back at the end."""
+        limit = self.settings.max_pending_documents
+        if self.pending + n > limit:
+            raise QueueFull(self.pending, n, limit)
+        reservation = Reservation(self, n)
+        self.reserved += n
+        try:
+            yield reservation
+        finally:
+            reservation.release(reservation.held)
 
     @property
     def full(self) -> bool:
@@ -205,6 +247,8 @@ class Ingestor:
             await self._fail(doc, f"{exc}; upload the file again later")
         except (MLAPIError, StoreError) as exc:
             await self._fail(doc, exc.args[0] if exc.args else type(exc).__name__)
+        except (sqlite3.Error, OSError) as exc:  # the registry or DATA_DIR: full or failing disk
+            await self._fail(doc, f"storage error: {exc}; upload the file again later")
         except Exception as exc:
             log.exception("ingestion of %s crashed", doc.id)
             await self._fail(doc, f"internal error: {type(exc).__name__}: {exc}")
@@ -299,6 +343,34 @@ class Ingestor:
             log.info("ingestion stopped id=%s file=%s: document deleted", doc.id, doc.filename)
         else:
             log.warning("ingestion failed id=%s file=%s reason=%s", doc.id, doc.filename, reason)
-        with contextlib.suppress(StoreError):
-            await self.store.delete_document(doc.id)
-        self.registry.mark_failed(doc.id, reason)
+        try:
+            await self._settle_failure(doc.id, reason)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            # Left as is, the document would stay `embedding` with its points until a restart.
+            log.warning(
+                "failure of %s not recorded yet (%s); retrying in the background", doc.id, exc
+            )
+            if doc.id not in self.settling:
+                task = asyncio.create_task(self._settle_later(doc.id, reason))
+                self.settling[doc.id] = task
+                task.add_done_callback(lambda _: self.settling.pop(doc.id, None))
+
+    async def _settle_failure(self, doc_id: str, reason: str) -> None:
+        """Remove every point of a failed document, then record the failure: both or retry."""
+        await self.store.delete_document(doc_id)
+        self.registry.mark_failed(doc_id, reason)
+
+    async def _settle_later(self, doc_id: str, reason: str) -> None:
+        attempt = 0
+        while True:
+            await asyncio.sleep(SETTLE_BACKOFF_S[min(attempt, len(SETTLE_BACKOFF_S) - 1)])
+            attempt += 1
+            try:
+                await self._settle_failure(doc_id, reason)
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                log.warning(
+                    "failure of %s still not recorded (attempt %d): %s", doc_id, attempt, exc
+                )
+                continue
+            log.info("failure of %s recorded after %d retries", doc_id, attempt)
+            return

@@ -11,6 +11,7 @@ import numpy as np
 from models import devices, quantize
 from models.batching import plan_batches
 from models.embedder.base import EmbedderInfo, Pooling
+from models.embedder.truncation import encode_truncated
 from models.onnx_session import OrtSession, create_session
 from models.settings import MLSettings
 
@@ -130,8 +131,11 @@ class OnnxEmbedder:
         return [t.lower() for t in texts] if self.lowercase else texts
 
     def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
-        tok = self._tok_trunc if truncate else self._tok_full
-        return [e.ids for e in tok.encode_batch(self._prepare(texts))]
+        if truncate:  # only the part truncation keeps is tokenized (truncation.py)
+            return encode_truncated(
+                self._tok_full, self._tok_trunc, self._prepare(texts), self.max_length
+            )
+        return [e.ids for e in self._tok_full.encode_batch(self._prepare(texts))]
 
     def tokenizer_json(self) -> str:
         return self._tok_full.to_str()

@@ -85,11 +85,12 @@ class Reindexer:
     async def start(self) -> dict[str, Any]:
         if self.running:
             raise ReindexConflict("a re-index is already running; GET /reindex shows its progress")
-        source = self.store.collection
+        # The collection behind the active name (a server's alias): the one to drop at the end.
+        source = await self.store.physical_collection()
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         base = self.ingestor.settings.qdrant_collection
         target = f"{base}_r{stamp}"
-        if target == source:  # two in the same second: keep names distinct
+        if target in (source, self.store.collection):  # keep names distinct
             target += "b"
         self.registry.clear_reindexed()
         job = self._save(
@@ -144,6 +145,10 @@ class Reindexer:
                 self._save(job, state="switching", done=count, total=count)
             if job["state"] == "switching":
                 await self.store.set_active_collection(target)
+                active = self.store.collection  # the target, or a server alias now naming it
+                if active != target:
+                    self.registry.forget_collection(active)
+                    self.registry.set_embedder(active, job["dimension"], job["embedder"])
                 self.registry.apply_reindexed()
                 self._save(job, state="switched")
                 log.info("re-index switched %s -> %s", job["source"], target)

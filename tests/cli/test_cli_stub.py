@@ -44,6 +44,7 @@ class Stub:
     release: threading.Event = field(default_factory=threading.Event)  # hang uploads may end
     queries: list[dict[str, Any]] = field(default_factory=list)
     replaces: dict[str, str | None] = field(default_factory=dict)  # filename -> `replace` sent
+    reindex: dict[str, Any] = field(default_factory=lambda: {"state": "idle"})
 
     def add(self, content: bytes, filename: str, status: str) -> dict[str, Any]:
         doc = {
@@ -137,6 +138,23 @@ class Stub:
                         progress={"chunks_done": 2, "chunks_total": 2},
                     )
             return doc
+
+        @app.post("/reindex")
+        async def start_reindex() -> Any:
+            if self.reindex["state"] == "running":
+                return JSONResponse({"detail": "a re-index is already running"}, 409)
+            self.reindex = {"state": "running", "source": "a", "target": "b", "done": 0}
+            self.reindex.update(total=3, embedder="e:1", dimension=48)
+            return JSONResponse(self.reindex, 202)
+
+        @app.get("/reindex")
+        async def reindex_status() -> Any:
+            job = self.reindex
+            if job["state"] == "running":  # one document per poll
+                job["done"] += 1
+                if job["done"] == job["total"]:
+                    job["state"] = "done"
+            return job
 
         @app.post("/query")
         async def query(body: dict[str, Any]) -> Any:
@@ -322,6 +340,19 @@ def test_ingest_replaces_a_changed_file_of_the_same_name_only(stub: Stub, workdi
     proc = ragctl("ingest", str(corpus), "--no-replace", "--url", stub.url, cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert stub.replaces == {"corpus/edited.txt": None}
+
+
+def test_reindex_follows_progress_until_done(stub: Stub, workdir: Path) -> None:
+    proc = ragctl("reindex", "--status", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0 and "no re-index has run" in proc.stdout
+    proc = ragctl("reindex", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "re-index running, 0/3 documents, a -> b, model e:1 (48 dims)" in proc.stdout
+    assert "re-index done, 3/3 documents" in proc.stdout
+    stub.reindex["state"] = "failed"
+    stub.reindex["error"] = "ml-api down"
+    proc = ragctl("reindex", "--status", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 1 and "error: ml-api down" in proc.stdout
 
 
 # -- query -----------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from backend.guards import BodyLimit, UploadGate
 from backend.ingest.pipeline import Ingestor
 from backend.mlapi import MLClient
 from backend.registry import Registry
-from backend.routes import documents, health, query
+from backend.reindex import Reindexer
+from backend.routes import documents, health, query, reindex
 from backend.settings import Settings, get_settings
 from backend.store import StoreError
 from backend.store.select import open_store
@@ -63,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingestor = Ingestor(settings, registry, store, ml)
         await ingestor.recover()
         ingestor.start()
+        reindexer = Reindexer(registry, store, ingestor)
+        await reindexer.resume()
+        app.state.reindexer = reindexer
         app.state.settings = settings
         app.state.registry = registry
         app.state.store = store
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await reindexer.stop()
             await ingestor.stop()
             await ml.aclose()
             await store.close()
@@ -101,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_api_key)]
     app.include_router(documents.router, dependencies=protected)
     app.include_router(query.router, dependencies=protected)
+    app.include_router(reindex.router, dependencies=protected)
     app.include_router(health.router)
     # The page and its assets hold no data, so they stay outside the API-key dependency.
     mount_web(app)

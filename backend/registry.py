@@ -55,7 +55,36 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE UNIQUE INDEX IF NOT EXISTS documents_content_hash ON documents(content_hash);
 CREATE INDEX IF NOT EXISTS documents_filename ON documents(filename);
 CREATE INDEX IF NOT EXISTS documents_status ON documents(status);
+-- The extracted text of each document (zlib-compressed JSON pages), so that a re-index never
+-- needs the original file again.
+CREATE TABLE IF NOT EXISTS texts (
+    document_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    raw_bytes INTEGER NOT NULL
+);
+-- The vector dimension each collection was created with (a query embedded by another model
+-- must not be sent to it).
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY,
+    dimension INTEGER NOT NULL,
+    embedder TEXT NOT NULL DEFAULT ''
+);
+-- Long-running jobs (re-index): one JSON row each, so a restart finds where a job stood.
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+-- Documents a running re-index has written to its new collection, with their new chunk counts
+-- (applied to `documents` at the switch).
+CREATE TABLE IF NOT EXISTS reindexed (
+    document_id TEXT PRIMARY KEY,
+    chunk_count INTEGER NOT NULL
+);
 """
+
+# Columns added after the first release: (name, declaration). Added on open when missing, so a
+# registry written by an older version keeps working (its documents simply replace nothing).
+MIGRATIONS = [("replaces", "TEXT")]
 
 
 def now() -> str:
@@ -80,6 +109,8 @@ class Document:
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     indexed_at: str | None = None
+    # The document this one replaces once it is indexed (an explicit `replace` at upload).
+    replaces: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Document:
@@ -106,6 +137,14 @@ class Registry:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            have = {r["name"] for r in self._db.execute("PRAGMA table_info(documents)")}
+            for name, decl in MIGRATIONS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE documents ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -142,6 +181,7 @@ class Registry:
         kind: str,
         size_bytes: int,
         metadata: dict[str, Any] | None = None,
+        replaces: str | None = None,
     ) -> tuple[Document, bool]:
         """Register a document, or return the one with the same content.
 
@@ -153,7 +193,7 @@ class Registry:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO documents (id, content_hash, filename, kind, size_bytes, status,"
-                " metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " metadata, created_at, updated_at, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(content_hash) DO NOTHING",
                 (
                     str(uuid.uuid4()),
@@ -165,6 +205,7 @@ class Registry:
                     meta,
                     stamp,
                     stamp,
+                    replaces,
                 ),
             )
             created = cur.rowcount == 1
@@ -184,8 +225,9 @@ class Registry:
             values = (doc.id, content_hash, filename, kind, size_bytes, Status.QUEUED, meta)
             db.execute(
                 "INSERT INTO documents (id, content_hash, filename, kind, size_bytes, status,"
-                " metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, stamp, stamp),
+                " metadata, created_at, updated_at, replaces)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, stamp, stamp, replaces),
             )
             row = db.execute("SELECT * FROM documents WHERE id = ?", (doc.id,)).fetchone()
             return Document.from_row(row), True
@@ -237,34 +279,126 @@ class Registry:
     def deleting(self) -> list[Document]:
         return self._many("SELECT * FROM documents WHERE status = ?", (str(Status.DELETING),))
 
-    def older_versions(self, doc: Document) -> list[Document]:
-        """Finished documents with the same filename, registered before `doc`."""
-        if doc.filename is None:
-            return []
+    def replaced_but_present(self) -> list[Document]:
+        """Documents that an indexed document explicitly replaces but that still exist (left
+        behind when the process stopped between "indexed" and removing the old one)."""
         return self._many(
-            "SELECT * FROM documents WHERE filename = ? AND seq < ? AND status IN (?, ?)",
-            (doc.filename, doc.seq, str(Status.INDEXED), str(Status.FAILED)),
+            "SELECT d.* FROM documents d WHERE d.status != ? AND EXISTS"
+            " (SELECT 1 FROM documents n WHERE n.replaces = d.id AND n.status = ?)",
+            (str(Status.DELETING), str(Status.INDEXED)),
         )
 
-    def newer_version_indexed(self, doc: Document) -> bool:
-        if doc.filename is None:
-            return False
+    def content_hashes(self, ids: list[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, content_hash FROM documents WHERE id IN ({marks})", tuple(ids)
+            ).fetchall()
+        return {r["id"]: r["content_hash"] for r in rows}
+
+    # -- extracted text ----------------------------------------------------------------------------
+
+    def put_text(self, doc_id: str, data: bytes, raw_bytes: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO texts (document_id, data, raw_bytes) VALUES (?, ?, ?)",
+                (doc_id, data, raw_bytes),
+            )
+
+    def get_text(self, doc_id: str) -> bytes | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM documents WHERE filename = ? AND seq > ? AND status = ?",
-                (doc.filename, doc.seq, str(Status.INDEXED)),
+                "SELECT data FROM texts WHERE document_id = ?", (doc_id,)
             ).fetchone()
-        return row is not None
+        return None if row is None else bytes(row["data"])
 
-    def duplicate_indexed_filenames(self) -> list[Document]:
-        """Indexed documents that a newer indexed document of the same filename supersedes
-        (left behind when the process stopped between "indexed" and removing the old version)."""
+    def text_usage(self) -> dict[str, int]:
+        """Stored extracted text: documents, compressed bytes, uncompressed bytes."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(data)), 0) AS stored,"
+                " COALESCE(SUM(raw_bytes), 0) AS raw FROM texts"
+            ).fetchone()
+        return {"documents": row["n"], "bytes": row["stored"], "raw_bytes": row["raw"]}
+
+    # -- collections -------------------------------------------------------------------------------
+
+    def set_embedder(self, collection: str, dimension: int, embedder: str) -> None:
+        """Record which embedder wrote a collection (first writer wins: a collection holds one
+        model's vectors)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO collections (name, dimension, embedder) VALUES (?, ?, ?)",
+                (collection, dimension, embedder),
+            )
+
+    def embedder_of(self, collection: str) -> tuple[int, str] | None:
+        """(dimension, embedder tag) of the vectors in `collection`, when recorded."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT dimension, embedder FROM collections WHERE name = ?", (collection,)
+            ).fetchone()
+        return None if row is None else (int(row["dimension"]), str(row["embedder"]))
+
+    def forget_collection(self, collection: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM collections WHERE name = ?", (collection,))
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM jobs WHERE name = ?", (name,)).fetchone()
+        return None if row is None else json.loads(row["body"])
+
+    def put_job(self, name: str, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO jobs (name, body) VALUES (?, ?)", (name, json.dumps(body))
+            )
+
+    def mark_reindexed(self, doc_id: str, chunk_count: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO reindexed (document_id, chunk_count) VALUES (?, ?)",
+                (doc_id, chunk_count),
+            )
+
+    def reindexed_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM reindexed").fetchone()[0])
+
+    def not_reindexed(self, limit: int) -> list[Document]:
+        """Indexed documents the running re-index has not written yet, oldest first."""
         return self._many(
-            "SELECT d.* FROM documents d WHERE d.status = ? AND d.filename IS NOT NULL AND EXISTS"
-            " (SELECT 1 FROM documents n WHERE n.filename = d.filename AND n.seq > d.seq"
-            " AND n.status = ?)",
-            (str(Status.INDEXED), str(Status.INDEXED)),
+            "SELECT * FROM documents d WHERE d.status = ? AND NOT EXISTS"
+            " (SELECT 1 FROM reindexed r WHERE r.document_id = d.id) ORDER BY seq LIMIT ?",
+            (str(Status.INDEXED), limit),
         )
+
+    def not_reindexed_count(self) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM documents d WHERE d.status = ? AND NOT EXISTS"
+                " (SELECT 1 FROM reindexed r WHERE r.document_id = d.id)",
+                (str(Status.INDEXED),),
+            ).fetchone()
+        return int(row[0])
+
+    def apply_reindexed(self) -> None:
+        """The switch happened: the documents' chunk counts become the new collection's."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE documents SET chunk_count = r.chunk_count, chunks_done = r.chunk_count,"
+                " chunks_total = r.chunk_count FROM reindexed r WHERE r.document_id = documents.id"
+            )
+            db.execute("DELETE FROM reindexed")
+
+    def clear_reindexed(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM reindexed")
 
     # -- updates -----------------------------------------------------------------------------------
 
@@ -303,5 +437,6 @@ class Registry:
         )
 
     def delete(self, doc_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+        with self._tx() as db:
+            db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+            db.execute("DELETE FROM texts WHERE document_id = ?", (doc_id,))

@@ -15,6 +15,13 @@ MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$"
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 MetadataValue = bool | int | FiniteFloat | Annotated[str, StringConstraints(max_length=1000)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
+MAX_CONTEXT = 5  # neighbouring chunks each side a query may ask for
+
+
+REPLACE_DOC = (
+    "Id of an existing document this upload replaces: the old one is deleted once the new one "
+    "is indexed. Without it, an upload never replaces anything (same names included)."
+)
 
 
 class Strict(BaseModel):
@@ -29,6 +36,7 @@ class TextDocumentIn(Strict):
     text: Annotated[str, Field(min_length=1, description="The document's text (plain text).")]
     title: Annotated[str | None, Field(max_length=255, description="Shown as filename.")] = None
     metadata: Metadata = Field(default_factory=dict)
+    replace: Annotated[str | None, Field(max_length=64, description=REPLACE_DOC)] = None
 
     @field_validator("text")
     @classmethod
@@ -44,6 +52,9 @@ class DocumentAccepted(BaseModel):
     status: str
     status_url: str
     duplicate: bool = Field(description="True when identical content was already registered.")
+    replaces: str | None = Field(
+        None, description="The document this one replaces (deleted once this one is indexed)."
+    )
 
 
 class UploadResponse(BaseModel):
@@ -73,6 +84,9 @@ class DocumentOut(BaseModel):
     chunks_stored: int | None = Field(
         None, description="Points in Qdrant for this document right now (single-document GET)."
     )
+    replaces: str | None = Field(
+        None, description="The document this one replaces once indexed (upload's `replace`)."
+    )
 
     @classmethod
     def of(cls, doc: Document, chunks_stored: int | None = None) -> DocumentOut:
@@ -92,6 +106,7 @@ class DocumentOut(BaseModel):
             updated_at=doc.updated_at,
             indexed_at=doc.indexed_at,
             chunks_stored=chunks_stored,
+            replaces=doc.replaces,
         )
 
 
@@ -122,6 +137,17 @@ class QueryIn(Strict):
         None, description="Retrieval mode; default: the SEARCH_MODE setting (hybrid)."
     )
     filters: Filters | None = None
+    group_by: Literal["chunk", "document"] = Field(
+        "chunk",
+        description="`chunk`: the top_k best passages (several may come from one document). "
+        "`document`: one result per document (its best passage, the passage's score, and "
+        "`matches`: how many of its passages were among the candidates).",
+    )
+    context: Annotated[int, Field(ge=0, le=MAX_CONTEXT)] = Field(
+        0,
+        description="Neighbouring chunks returned with each result: up to this many before and "
+        "after, in document order (`context_before`, `context_after`).",
+    )
 
     @field_validator("query")
     @classmethod
@@ -129,6 +155,14 @@ class QueryIn(Strict):
         if not value.strip():
             raise ValueError("must contain non-whitespace text")
         return value
+
+
+class ContextChunk(BaseModel):
+    text: str
+    chunk_index: int
+    page: int | None
+    start: int = Field(description="Offset into the page text, like a result's `start`.")
+    end: int
 
 
 class QueryResult(BaseModel):
@@ -145,6 +179,17 @@ class QueryResult(BaseModel):
     start: int
     end: int
     chunk_index: int
+    matches: int | None = Field(
+        None,
+        description="group_by=document: how many of this document's chunks were among the "
+        "candidates (this result's chunk included).",
+    )
+    context_before: list[ContextChunk] | None = Field(
+        None,
+        description="context > 0: the chunks just before this one, in order. Neighbouring "
+        "chunks overlap by a few tokens; offsets on the same page say by how much.",
+    )
+    context_after: list[ContextChunk] | None = None
 
 
 class Timings(BaseModel):
@@ -158,4 +203,31 @@ class QueryOut(BaseModel):
     results: list[QueryResult]
     reranked: bool
     mode: Literal["dense", "sparse", "hybrid"]
+    group_by: Literal["chunk", "document"] = "chunk"
+    note: str | None = Field(
+        None, description="Set when the answer is degraded, e.g. BM25 only during a re-index."
+    )
     timings_ms: Timings
+
+
+# -- re-index --------------------------------------------------------------------------------------
+
+
+class ReindexStatus(BaseModel):
+    state: Literal["idle", "running", "switching", "switched", "done", "failed", "cancelled"] = (
+        Field(
+            description="running: copying into `target` (queries use `source`); switching/"
+            "switched: making `target` active / dropping `source`; done, failed (rolled back: "
+            "`source` stays active), cancelled."
+        )
+    )
+    source: str | None = Field(None, description="The collection queries used before.")
+    target: str | None = Field(None, description="The collection being built.")
+    embedder: str | None = Field(None, description="The ml-api model the corpus is embedded with.")
+    dimension: int | None = None
+    done: int | None = Field(None, description="Documents written to `target` so far.")
+    total: int | None = Field(None, description="Documents to write (grows with new uploads).")
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None

@@ -33,7 +33,7 @@ from backend.ingest.parse import (
 )
 from backend.ingest.pipeline import Ingestor
 from backend.mlapi import MLClient
-from backend.registry import Document, DuplicateBeingDeleted, Registry
+from backend.registry import Document, DuplicateBeingDeleted, Registry, Status
 from backend.schemas import Metadata, TextDocumentIn
 from backend.settings import Settings
 from backend.store import VectorStore
@@ -57,6 +57,7 @@ class Incoming:
     size: int
     content_hash: str
     spooled: Path | None
+    replaces: str | None = None
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Registered:
 
     document: Document
     duplicate: bool
+    replaces: str | None = None  # what this upload replaces (an explicit `replace`)
 
 
 def clean_filename(name: str | None) -> str | None:
@@ -173,6 +175,11 @@ async def _from_multipart(
             data = await _read_upload(upload, name or "upload", settings.max_upload_bytes)
             incoming.append(await _accept(ingestor, name, kind, data, metadata))
             del data  # one file in memory at a time
+        replace = form.get("replace")
+        if isinstance(replace, str) and replace.strip():
+            if len(incoming) != 1:
+                raise HTTPException(422, "replace: allowed with a single file only")
+            incoming[0].replaces = replace.strip()
     finally:
         await form.close()
 
@@ -223,6 +230,7 @@ async def _from_json(
     # A title like "notes.md" selects the Markdown splitter; anything else is plain text.
     kind = "md" if title and title.lower().endswith((".md", ".markdown")) else "txt"
     incoming.append(await _accept(ingestor, title, kind, data, doc.metadata))
+    incoming[-1].replaces = doc.replace
 
 
 def check_content_type(content_type: str) -> bool:
@@ -235,7 +243,7 @@ def check_content_type(content_type: str) -> bool:
     raise HTTPException(
         415,
         "send multipart/form-data with one or more `files`, or application/json "
-        '{"text", "title", "metadata"}',
+        '{"text", "title", "metadata", "replace"}',
     )
 
 
@@ -268,6 +276,8 @@ async def receive(
             # so concurrent uploads cannot pass MAX_PENDING_DOCUMENTS together.
             if ingestor.pending + len(incoming) > settings.max_pending_documents:
                 raise queue_full(ingestor.pending, len(incoming), settings.max_pending_documents)
+            for item in incoming:
+                _check_replace(registry, item.replaces)
             with ingestor.reserve(len(incoming)) as reservation:
                 registered = []
                 for item in incoming:
@@ -280,6 +290,14 @@ async def receive(
                     item.spooled.unlink(missing_ok=True)
 
 
+def _check_replace(registry: Registry, doc_id: str | None) -> None:
+    if doc_id is None:
+        return
+    old = registry.get(doc_id)
+    if old is None or old.status == Status.DELETING:
+        raise HTTPException(422, f"replace: no document {doc_id!r} to replace")
+
+
 async def _register(registry: Registry, ingestor: Ingestor, item: Incoming) -> Registered:
     try:
         doc, needs_ingest = registry.add(
@@ -288,6 +306,7 @@ async def _register(registry: Registry, ingestor: Ingestor, item: Incoming) -> R
             kind=item.kind,
             size_bytes=item.size,
             metadata=item.metadata,
+            replaces=item.replaces,
         )
     except DuplicateBeingDeleted:
         raise HTTPException(
@@ -301,4 +320,13 @@ async def _register(registry: Registry, ingestor: Ingestor, item: Incoming) -> R
             registry.mark_failed(doc.id, f"the upload could not be stored: {exc}")
             doc = registry.get(doc.id) or doc
         item.spooled = None
-    return Registered(doc, duplicate=not needs_ingest)
+    replaces = doc.replaces
+    if item.replaces and not needs_ingest and item.replaces != doc.id:
+        # The content already exists under another id: that document takes the old one's
+        # place, now if it is indexed, else when it is.
+        replaces = item.replaces
+        if doc.status == Status.INDEXED:
+            await ingestor.delete(item.replaces)
+        else:
+            registry.update(doc.id, replaces=item.replaces)
+    return Registered(doc, duplicate=not needs_ingest, replaces=replaces)

@@ -185,12 +185,19 @@ class BackendClient:
         return (await self.request("GET", f"/documents/{doc_id}")).json()
 
     async def upload(
-        self, filename: str, data: bytes, metadata: dict[str, Any] | None = None
+        self,
+        filename: str,
+        data: bytes,
+        metadata: dict[str, Any] | None = None,
+        replace: str | None = None,
     ) -> dict[str, Any]:
-        """Upload one file; returns its entry of the 202 answer (id, status, duplicate, ...)."""
-        form = {"metadata": json.dumps(metadata)} if metadata else None
+        """Upload one file (replacing document `replace` once indexed, when given); returns its
+        entry of the 202 answer (id, status, duplicate, replaces, ...)."""
+        form = {"metadata": json.dumps(metadata)} if metadata else {}
+        if replace:
+            form["replace"] = replace
         resp = await self.request(
-            "POST", "/documents", files=[("files", (filename, data))], data=form
+            "POST", "/documents", files=[("files", (filename, data))], data=form or None
         )
         return resp.json()["documents"][0]
 
@@ -198,6 +205,12 @@ class BackendClient:
 
     async def query(self, body: dict[str, Any]) -> dict[str, Any]:
         return (await self.request("POST", "/query", json=body)).json()
+
+    # -- re-index ------------------------------------------------------------------------------
+
+    async def reindex(self, method: str = "GET") -> dict[str, Any]:
+        """POST starts a re-index, GET reads its progress, DELETE cancels it."""
+        return (await self.request(method, "/reindex")).json()
 
     async def health(self) -> dict[str, Any]:
         return (await self.request("GET", "/health")).json()

@@ -13,8 +13,9 @@ arguments, 130 interrupted.
 
 Each file is sent under its path relative to the parent of the argument that named it
 (`ragctl ingest ~/papers` sends `papers/2024/a.pdf`; a file argument sends its bare name), so
-files of the same name in different folders stay distinct documents, and a changed file sent
-again under the same name replaces its older version on the backend.
+files of the same name in different folders stay distinct documents. A changed file sent again
+under the same name replaces the backend's newest document of that name (the upload names it in
+`replace`, and the backend deletes it once the new one is indexed); `--no-replace` keeps both.
 
 Metadata (`--metadata k=v`, repeatable): `k=v` is a string, `k:=v` a JSON value (`year:=2024`,
 `draft:=true`). The same syntax filters queries (`ragctl query --metadata k=v`).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -266,6 +268,8 @@ class Ingest:
     wait: bool
     ui: Ui
     known: dict[str, dict[str, Any]] = field(default_factory=dict)  # content_hash -> document
+    by_name: dict[str, dict[str, Any]] = field(default_factory=dict)  # filename -> newest doc
+    replace: bool = True
     local: dict[str, Item] = field(default_factory=dict)  # content_hash -> first item
     uploads_done: bool = False
 
@@ -273,6 +277,9 @@ class Ingest:
         # An unreachable backend is reported at once, not after the retries.
         listing = await self.api.list_documents(transport_retries=0)
         self.known = {d["content_hash"]: d for d in listing}
+        for d in listing:  # newest first: the first of each name is the one to replace
+            if d.get("filename"):
+                self.by_name.setdefault(d["filename"], d)
         sem = asyncio.Semaphore(self.concurrency)
         tasks = [asyncio.create_task(self._one(item, sem)) for item in self.items]
         poller = asyncio.create_task(self._poll())
@@ -323,7 +330,9 @@ class Ingest:
                 self._finish(item, "queued", f"already being ingested ({doc['status']})")
             return
         item.state = "uploading"
-        accepted = await self.api.upload(item.name, data, self.metadata)
+        older = self.by_name.get(item.name) if self.replace else None
+        replace = older["id"] if older is not None and older["content_hash"] != digest else None
+        accepted = await self.api.upload(item.name, data, self.metadata, replace=replace)
         item.doc_id, item.doc_status = accepted["id"], accepted["status"]
         if accepted.get("duplicate") and accepted["status"] == "indexed":
             name = accepted.get("filename") or accepted["id"]
@@ -448,6 +457,14 @@ def ingest(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Follow each document until indexed.")
     ] = True,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace/--no-replace",
+            help="A changed file replaces the backend's document of the same name (default), "
+            "or is added beside it.",
+        ),
+    ] = True,
 ) -> None:
     """Upload files and folders to the backend; skip content it already has."""
     try:
@@ -465,7 +482,7 @@ def ingest(
     base, key = _connection(url, api_key)
     ui = Ui(len(items), wait)
     api = BackendClient(base, key, on_retry=ui.note)
-    job = Ingest(items, api, meta, concurrency, wait, ui)
+    job = Ingest(items, api, meta, concurrency, wait, ui, replace=replace)
     interrupted = False
     error: BackendError | None = None
 
@@ -506,8 +523,35 @@ def _excerpt(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
+def _around(r: dict[str, Any]) -> tuple[str, str]:
+    """The context chunks' text before and after a hit, without the overlap neighbouring chunks
+    share (cut by their offsets when on the same page as what follows or precedes them)."""
+    before_chunks = r.get("context_before") or []
+    before = ""
+    for c, nxt in itertools.pairwise([*before_chunks, r]):
+        same_page = c.get("page") == nxt.get("page")
+        before += c["text"][: max(0, nxt["start"] - c["start"])] if same_page else c["text"]
+    after, prev = "", r
+    for c in r.get("context_after") or []:
+        same_page = c.get("page") == prev.get("page")
+        after += c["text"][max(0, prev["end"] - c["start"]) :] if same_page else c["text"]
+        prev = c
+    return before, after
+
+
+def _passage(r: dict[str, Any]) -> str:
+    text = escape(_excerpt(r.get("text", "")))
+    before, after = _around(r)
+    if not before and not after:
+        return text
+    pre = escape(_excerpt(before, 120)[-120:]) if before else ""
+    post = escape(_excerpt(after, 120)) if after else ""
+    return f"[dim]{pre}[/dim] [bold]{text}[/bold] [dim]{post}[/dim]".strip()
+
+
 def _print_results(body: dict[str, Any]) -> None:
     results = body.get("results") or []
+    grouped = body.get("group_by") == "document"
     if not results:
         console.print("No results.")
     else:
@@ -517,18 +561,24 @@ def _print_results(body: dict[str, Any]) -> None:
         table.add_column("rerank", justify="right")
         table.add_column("file", overflow="fold", max_width=40)
         table.add_column("page", justify="right")
+        if grouped:
+            table.add_column("hits", justify="right")
         table.add_column("passage", overflow="fold", ratio=1)
         for rank, r in enumerate(results, 1):
             rerank = r.get("rerank_score")
-            table.add_row(
+            cells = [
                 str(rank),
                 f"{r['score']:.4f}",
                 "-" if rerank is None else f"{rerank:.4f}",
                 escape(r.get("filename") or r.get("document_id", "")),
                 "-" if r.get("page") is None else str(r["page"]),
-                escape(_excerpt(r.get("text", ""))),
-            )
+            ]
+            if grouped:
+                cells.append(str(r.get("matches") or 1))
+            table.add_row(*cells, _passage(r))
         console.print(table)
+    if body.get("note"):
+        console.print(f"note: {body['note']}", markup=False, highlight=False)
     timings = body.get("timings_ms") or {}
     spent = ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items() if isinstance(v, int | float))
     how = "reranked" if body.get("reranked") else "not reranked"
@@ -555,6 +605,16 @@ def query(
             "--metadata", "-m", help="Only documents with KEY=VALUE / KEY:=JSON (repeatable)."
         ),
     ] = None,
+    group_by: Annotated[
+        str,
+        typer.Option(
+            help="document: one result per document (its best passage and how many of its "
+            "passages matched); chunk: every matching passage."
+        ),
+    ] = "document",
+    context: Annotated[
+        int, typer.Option(min=0, max=5, help="Also show this many passages around each hit.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
     url: Annotated[
         str | None,
@@ -564,7 +624,8 @@ def query(
         str | None, typer.Option(help="Backend API key (default: $API_KEY).", show_default=False)
     ] = None,
 ) -> None:
-    """Search the indexed documents. Exit code 1 on a backend error, 2 on invalid input."""
+    """Search the indexed documents (one result per document unless --group-by chunk).
+    Exit code 1 on a backend error, 2 on invalid input."""
     if mode is not None and mode not in ("dense", "sparse", "hybrid"):
         raise _fail(f"--mode: expected dense, sparse or hybrid (got {mode!r})", EXIT_USAGE)
     try:
@@ -572,8 +633,14 @@ def query(
     except ValueError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     body: dict[str, Any] = {"query": text, "top_k": top_k, "rerank": rerank}
+    if group_by not in ("document", "chunk"):
+        raise _fail(f"--group-by: expected document or chunk (got {group_by!r})", EXIT_USAGE)
     if mode is not None:  # sent only when asked, so older backends keep working
         body["mode"] = mode
+    if group_by != "chunk":  # the backend's default is chunk: older backends keep working
+        body["group_by"] = group_by
+    if context:
+        body["context"] = context
     filters: dict[str, Any] = {}
     if filter_document:
         filters["document_ids"] = filter_document

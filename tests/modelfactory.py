@@ -58,9 +58,11 @@ def make_tiny_embedder(
     normalize: bool = True,
     max_seq_length: int = 128,
     seed: int = 0,
+    hidden_size: int = 32,
 ) -> Path:
-    """A 2-layer, 32-dim BertModel in sentence-transformers layout (Transformer, Pooling
-    `pooling` ("mean"|"cls"|"lasttoken"), Normalize when `normalize`), MiniLM's tokenizer."""
+    """A 2-layer, `hidden_size`-dim BertModel in sentence-transformers layout (Transformer,
+    Pooling `pooling` ("mean"|"cls"|"lasttoken"), Normalize when `normalize`), MiniLM's
+    tokenizer."""
     import torch
     from transformers import BertModel
 
@@ -69,7 +71,7 @@ def make_tiny_embedder(
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = BertModel(_tiny_config(), add_pooling_layer=False).eval()
+    model = BertModel(_tiny_config(hidden_size=hidden_size), add_pooling_layer=False).eval()
     model.save_pretrained(folder, safe_serialization=True)
     _copy_tokenizer(folder)
     modules = [

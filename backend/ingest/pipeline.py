@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Iterator
+import zlib
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from backend.ingest import isolate
-from backend.ingest.chunk import Chunker, load_tokenizer
+from backend.ingest.chunk import Chunk, Chunker, load_tokenizer
 from backend.ingest.embedqueue import EmbedQueue
 from backend.ingest.isolate import Limits, ParserUnavailable
-from backend.ingest.parse import InvalidDocument
-from backend.mlapi import MLAPIError, MLClient
+from backend.ingest.parse import InvalidDocument, Page
+from backend.mlapi import MLAPIError, MLClient, ModelInfo
 from backend.registry import Document, Registry, Status
 from backend.settings import Settings
 from backend.store import StoreError, VectorStore
@@ -47,6 +49,16 @@ async def _complete(awaitable: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         await asyncio.wait([task])
         raise
+
+
+def pack_pages(pages: Sequence[Page]) -> tuple[bytes, int]:
+    """The extracted text kept for re-indexing: zlib-compressed JSON [[page, text], ...]."""
+    raw = json.dumps([[p.number, p.text] for p in pages], ensure_ascii=False).encode()
+    return zlib.compress(raw, 6), len(raw)
+
+
+def unpack_pages(data: bytes) -> list[Page]:
+    return [Page(n, text) for n, text in json.loads(zlib.decompress(data))]
 
 
 class QueueFull(Exception):
@@ -87,6 +99,12 @@ class Ingestor:
         self._chunker: Chunker | None = None
         self._chunker_tag: str | None = None
         self._chunker_lock = asyncio.Lock()
+        # Cleared while a re-index switches collections: queued documents wait (see reindex.py).
+        self.open = asyncio.Event()
+        self.open.set()
+        # Collections written besides the active one (a running re-index's target): deletions
+        # must reach them too.
+        self.also_delete_from: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -104,7 +122,7 @@ class Ingestor:
                 log.warning("recovery: chunks of %s not removed yet: %s", doc.id, exc)
             self.registry.mark_failed(doc.id, INTERRUPTED)
             log.info("recovery: document %s (%s) marked failed (interrupted)", doc.id, doc.filename)
-        for doc in self.registry.duplicate_indexed_filenames():
+        for doc in self.registry.replaced_but_present():
             await self.delete(doc.id)
         for leftover in self.spool.iterdir():
             leftover.unlink(missing_ok=True)
@@ -176,6 +194,8 @@ class Ingestor:
 
     async def _purge(self, doc_id: str) -> None:
         await self.store.delete_document(doc_id)
+        for collection in list(self.also_delete_from):
+            await self.store.delete_document(doc_id, collection=collection)
         self.registry.delete(doc_id)
         self.spool_path(doc_id).unlink(missing_ok=True)
 
@@ -206,6 +226,7 @@ class Ingestor:
     async def _worker(self) -> None:
         while True:
             doc_id = await self.queue.get()
+            await self.open.wait()
             task = asyncio.create_task(self._ingest(doc_id), name=f"ingest:{doc_id}")
             self.running[doc_id] = task
             try:
@@ -249,6 +270,8 @@ class Ingestor:
     async def _run(self, doc: Document) -> int:
         self.registry.update(doc.id, status=Status.PARSING)
         pages = await isolate.parse(doc.kind, self.spool_path(doc.id), self.limits)
+        packed, raw_bytes = await asyncio.to_thread(pack_pages, pages)
+        self.registry.put_text(doc.id, packed, raw_bytes)
         chunker = await self.chunker()
         chunks = await asyncio.to_thread(chunker.split, pages, doc.kind)
         if not chunks:
@@ -262,9 +285,28 @@ class Ingestor:
             chunks_done=0,
         )
         info = await self.ml.model_info()
-        await _complete(self.store.ensure_collection(info.dimension))
-        await _complete(self.store.ensure_metadata_indexes(doc.metadata))
+        await self.embed_and_store(doc, chunks, info, progress=True)
+        self.registry.mark_indexed(doc.id, total)
+        await self._replace_versions(doc)
+        return total
 
+    async def embed_and_store(
+        self,
+        doc: Document,
+        chunks: list[Chunk],
+        info: ModelInfo,
+        *,
+        collection: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        """Embed `chunks` and store them in `collection` (default: the active one), then make
+        them searchable. Used by ingestion and by the re-index."""
+        await _complete(self.store.ensure_collection(info.dimension, collection=collection))
+        self.registry.set_embedder(
+            collection or self.store.collection, info.dimension, info.embedder_tag
+        )
+        await _complete(self.store.ensure_metadata_indexes(doc.metadata, collection=collection))
+        total = len(chunks)
         # Groups big enough to keep every embed request slot busy; each group is stored as soon
         # as it is embedded, which also bounds memory for long documents.
         step = self.settings.embed_batch_size * self.settings.embed_concurrency
@@ -281,26 +323,22 @@ class Ingestor:
                     vectors=vectors,
                     filename=doc.filename,
                     metadata=doc.metadata,
+                    collection=collection,
                 )
             )
-            self.registry.update(doc.id, chunks_done=i + len(group))
-
-        await _complete(self.store.set_ready(doc.content_hash, total))
-        self.registry.mark_indexed(doc.id, total)
-        await self._replace_versions(doc)
-        return total
+            if progress:
+                self.registry.update(doc.id, chunks_done=i + len(group))
+        await _complete(self.store.set_ready(doc.content_hash, total, collection=collection))
 
     async def _replace_versions(self, doc: Document) -> None:
-        """Same filename, new content: the newest upload wins once it is indexed."""
+        """An explicit `replace` at upload: the old document goes once this one is indexed."""
+        # Re-read: a duplicate upload may have named a document to replace meanwhile.
         current = self.registry.get(doc.id)
-        if current is None:
+        if current is None or current.replaces is None or current.replaces == doc.id:
             return
-        if self.registry.newer_version_indexed(current):
-            log.info("document %s superseded by a newer upload of %s", doc.id, doc.filename)
-            await self.delete(doc.id)
-            return
-        for old in self.registry.older_versions(current):
-            log.info("document %s replaces %s (%s)", doc.id, old.id, doc.filename)
+        old = self.registry.get(current.replaces)
+        if old is not None and old.status != Status.DELETING:
+            log.info("document %s replaces %s (%s)", doc.id, old.id, old.filename)
             await self.delete(old.id)
 
     async def _fail(self, doc: Document, reason: str) -> None:

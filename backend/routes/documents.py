@@ -11,6 +11,7 @@ from backend import uploads
 from backend.deps import IngestorDep, MLDep, RegistryDep, SettingsDep, StoreDep, UploadGateDep
 from backend.registry import Status
 from backend.schemas import (
+    REPLACE_DOC,
     DocumentAccepted,
     DocumentList,
     DocumentOut,
@@ -40,6 +41,10 @@ _UPLOAD_BODY = {
                         "metadata": {
                             "type": "string",
                             "description": "JSON object of metadata applied to every file.",
+                        },
+                        "replace": {
+                            "type": "string",
+                            "description": REPLACE_DOC + " Only with a single file.",
                         },
                     },
                 }
@@ -93,6 +98,7 @@ async def upload_documents(
             status=r.document.status.value,
             status_url=_status_url(request, r.document.id),
             duplicate=r.duplicate,
+            replaces=r.replaces,
         )
         for r in registered
     ]

@@ -70,6 +70,9 @@ async def health(
             "max_pending_documents": ingestor.settings.max_pending_documents,
             "queue_full": ingestor.full,
             "uploads_in_progress": request.app.state.upload_gate.active,
+            # Extracted text kept for re-indexing (in the registry, zlib-compressed).
+            "stored_text": registry.text_usage(),
+            "reindex": request.app.state.reindexer.status()["state"],
         },
         "ml_api": ml_status,
         "qdrant": qdrant_status,

@@ -198,6 +198,11 @@ class VectorStore(abc.ABC):
         """Create the collection (cosine `dimension` + BM25) once; refuse a dimension mismatch
         or a collection written with another BM25 encoder version (StoreError, no retry)."""
 
+    async def physical_collection(self) -> str:
+        """The collection the active name stands for (on a server the active name may be an
+        alias; a re-index must drop the collection behind it, not the alias)."""
+        return self.collection
+
     @abc.abstractmethod
     async def list_collections(self) -> list[str]:
         """Names of the collections this store holds (not aliases)."""

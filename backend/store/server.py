@@ -218,6 +218,9 @@ class ServerStore(VectorStore):
             return True
         return name == self.name and await self._alias_target() is not None
 
+    async def physical_collection(self) -> str:
+        return await self._alias_target() or self.name
+
     async def _alias_target(self) -> str | None:
         aliases = await self._run(self.client.get_aliases)
         for a in aliases.aliases:

@@ -173,7 +173,9 @@ def test_new_version_replaces_the_old_once_indexed(api_settings: Settings) -> No
     with open_client(api_settings, **SLOW) as api:
         old = ingest(api, "policy.txt", b"Version one: remote work is forbidden.")
         text = "Version two: remote work is allowed. " + filler(300)
-        new_id = upload(api, ("policy.txt", text.encode())).json()["documents"][0]["id"]
+        accepted = upload(api, ("policy.txt", text.encode()), replace=old["id"]).json()
+        new_id = accepted["documents"][0]["id"]
+        assert accepted["documents"][0]["replaces"] == old["id"]
         # While the new version is ingesting, only the old one is served.
         wait_embedding(api, new_id)
         hits = api.post("/query", json={"query": "remote work", "top_k": 100}).json()["results"]
@@ -192,7 +194,7 @@ def test_a_failed_new_version_keeps_the_old(api: TestClient) -> None:
     scan = FPDF()
     scan.add_page()
     scan.rect(10, 10, 20, 20)  # v2 has no text layer: it fails after upload
-    new = ingest(api, "faq.pdf", bytes(scan.output()))
+    new = ingest(api, "faq.pdf", bytes(scan.output()), replace=old["id"])
     assert new["status"] == "failed" and "no extractable text" in new["error"]
     assert api.get(f"/documents/{old['id']}").json()["status"] == "indexed"
     hits = api.post("/query", json={"query": "office opens"}).json()["results"]

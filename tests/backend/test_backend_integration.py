@@ -107,8 +107,8 @@ def test_dedup_sequential_and_concurrent(backend: Backend) -> None:
 
 def test_new_version_replaces_old(backend: Backend) -> None:
     v1 = backend.ingest("handbook.txt", b"Handbook v1: vacation is 20 days.")
-    v2 = backend.ingest("handbook.txt", b"Handbook v2: vacation is 25 days.")
-    assert v2["status"] == "indexed" and v2["id"] != v1["id"]
+    v2 = backend.ingest("handbook.txt", b"Handbook v2: vacation is 25 days.", replace=v1["id"])
+    assert v2["status"] == "indexed" and v2["id"] != v1["id"] and v2["replaces"] == v1["id"]
     assert backend.client.get(f"/documents/{v1['id']}").status_code == 404
     hits = backend.query("vacation days", top_k=100).json()["results"]
     ids = {h["document_id"] for h in hits if h["filename"] == "handbook.txt"}

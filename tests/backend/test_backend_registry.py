@@ -82,21 +82,28 @@ def test_list_is_paginated_newest_first(tmp_path: Path) -> None:
     assert total == 1 and page[0].chunk_count == 3
 
 
-def test_versions_by_filename(tmp_path: Path) -> None:
+def test_replacement_is_explicit(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "r.db")
     old, _ = add(reg, "v1", filename="doc.txt")
-    new, _ = add(reg, "v2", filename="doc.txt")
-    other, _ = add(reg, "x", filename="other.txt")
-    reg.mark_indexed(old, 1)
-    new_doc = reg.get(new)
-    assert new_doc is not None
-    assert [d.id for d in reg.older_versions(new_doc)] == [old]
-    assert not reg.newer_version_indexed(new_doc)
-    reg.mark_indexed(new, 1)
-    old_doc = reg.get(old)
-    assert old_doc is not None and reg.newer_version_indexed(old_doc)
-    assert [d.id for d in reg.duplicate_indexed_filenames()] == [old]
-    assert reg.older_versions(reg.get(other)) == []  # type: ignore[arg-type]
+    same_name, _ = add(reg, "v2", filename="doc.txt")
+    doc, _ = reg.add(content_hash="v3", filename="doc.txt", kind="txt", size_bytes=1, replaces=old)
+    assert doc.replaces == old
+    assert reg.get(same_name).replaces is None  # type: ignore[union-attr]
+    for doc_id in (old, same_name):
+        reg.mark_indexed(doc_id, 1)
+    assert reg.replaced_but_present() == []  # the replacement is not indexed yet
+    reg.mark_indexed(doc.id, 1)
+    assert [d.id for d in reg.replaced_but_present()] == [old]
+
+
+def test_extracted_text_is_counted_and_deleted_with_its_document(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "r.db")
+    doc_id, _ = add(reg, "h1")
+    reg.put_text(doc_id, b"packed", 100)
+    assert reg.get_text(doc_id) == b"packed"
+    assert reg.text_usage() == {"documents": 1, "bytes": 6, "raw_bytes": 100}
+    reg.delete(doc_id)
+    assert reg.get_text(doc_id) is None and reg.text_usage()["documents"] == 0
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:

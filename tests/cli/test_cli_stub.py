@@ -43,6 +43,8 @@ class Stub:
     hanging: threading.Event = field(default_factory=threading.Event)  # a hang upload arrived
     release: threading.Event = field(default_factory=threading.Event)  # hang uploads may end
     queries: list[dict[str, Any]] = field(default_factory=list)
+    replaces: dict[str, str | None] = field(default_factory=dict)  # filename -> `replace` sent
+    reindex: dict[str, Any] = field(default_factory=lambda: {"state": "idle"})
 
     def add(self, content: bytes, filename: str, status: str) -> dict[str, Any]:
         doc = {
@@ -90,6 +92,8 @@ class Stub:
             name = upload.filename
             meta = form.get("metadata")
             self.posts.append((name, meta if isinstance(meta, str) else None))
+            replace = form.get("replace")
+            self.replaces[name] = replace if isinstance(replace, str) else None
             if self.busy.get(name, 0) > 0:
                 self.busy[name] -= 1
                 return JSONResponse({"detail": "busy"}, 429, headers={"Retry-After": "1"})
@@ -134,6 +138,23 @@ class Stub:
                         progress={"chunks_done": 2, "chunks_total": 2},
                     )
             return doc
+
+        @app.post("/reindex")
+        async def start_reindex() -> Any:
+            if self.reindex["state"] == "running":
+                return JSONResponse({"detail": "a re-index is already running"}, 409)
+            self.reindex = {"state": "running", "source": "a", "target": "b", "done": 0}
+            self.reindex.update(total=3, embedder="e:1", dimension=48)
+            return JSONResponse(self.reindex, 202)
+
+        @app.get("/reindex")
+        async def reindex_status() -> Any:
+            job = self.reindex
+            if job["state"] == "running":  # one document per poll
+                job["done"] += 1
+                if job["done"] == job["total"]:
+                    job["state"] = "done"
+            return job
 
         @app.post("/query")
         async def query(body: dict[str, Any]) -> Any:
@@ -307,6 +328,33 @@ def test_unreachable_backend(workdir: Path) -> None:
     assert time.monotonic() - started < 15
 
 
+def test_ingest_replaces_a_changed_file_of_the_same_name_only(stub: Stub, workdir: Path) -> None:
+    old = stub.add(b"first version", "corpus/edited.txt", "indexed")
+    corpus = write(workdir / "corpus", {"edited.txt": "second version", "new.txt": "fresh"})
+    proc = ragctl("ingest", str(corpus), "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stub.replaces == {"corpus/edited.txt": old["id"], "corpus/new.txt": None}
+
+    stub.replaces.clear()
+    (corpus / "edited.txt").write_text("third version")
+    proc = ragctl("ingest", str(corpus), "--no-replace", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stub.replaces == {"corpus/edited.txt": None}
+
+
+def test_reindex_follows_progress_until_done(stub: Stub, workdir: Path) -> None:
+    proc = ragctl("reindex", "--status", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0 and "no re-index has run" in proc.stdout
+    proc = ragctl("reindex", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "re-index running, 0/3 documents, a -> b, model e:1 (48 dims)" in proc.stdout
+    assert "re-index done, 3/3 documents" in proc.stdout
+    stub.reindex["state"] = "failed"
+    stub.reindex["error"] = "ml-api down"
+    proc = ragctl("reindex", "--status", "--url", stub.url, cwd=workdir)
+    assert proc.returncode == 1 and "error: ml-api down" in proc.stdout
+
+
 # -- query -----------------------------------------------------------------------------------------
 
 
@@ -327,23 +375,33 @@ def test_query_output_and_errors(stub: Stub, workdir: Path) -> None:
         "team=b",
         "-m",
         "year:=2024",
+        "--group-by",
+        "chunk",
+        "--context",
+        "2",
         "--json",
         cwd=workdir,
         BACKEND_URL=stub.url,
     )
     assert proc.returncode == 0, proc.stderr
-    assert stub.queries[-1] == {
+    assert stub.queries[-1] == {  # group_by=chunk is the backend's default: not sent
         "query": "lighthouse",
         "top_k": 3,
         "rerank": False,
         "mode": "hybrid",
+        "context": 2,
         "filters": {"document_ids": ["d1"], "metadata": {"team": ["a", "b"], "year": 2024}},
     }
     assert httpx.Response(200, text=proc.stdout).json()["results"][0]["page"] == 2
 
     proc = ragctl("query", "lighthouse", cwd=workdir, BACKEND_URL=stub.url)
     assert proc.returncode == 0, proc.stderr
-    assert stub.queries[-1] == {"query": "lighthouse", "top_k": 5, "rerank": True}
+    assert stub.queries[-1] == {
+        "query": "lighthouse",
+        "top_k": 5,
+        "rerank": True,
+        "group_by": "document",  # ragctl's default: one result per document
+    }
     row = next(line for line in proc.stdout.splitlines() if "docs/keeper.txt" in line)
     assert "0.9123" in row and "A passage about [bold]lighthouses[/bold]." in row
     assert row.split("│")[3].strip() == "-" and row.split("│")[5].strip() == "2"

@@ -65,6 +65,32 @@ SCORE = re.compile(r"^-?\d+\.\d{4}$")
 MILLIS = re.compile(r"^[\d.]+ ms$")
 
 
+LONG_MARKER = "quetzalcoatlus"
+
+
+def upload_long_text(url: str) -> str:
+    """A document of many chunks with one rare word in the middle; returns its id once
+    indexed."""
+    topics = ["tides", "granite", "orchards", "railways", "glaciers", "violins", "comets"]
+    paragraphs = [
+        f"Paragraph {i} describes {topics[i % len(topics)]} in some detail, with notes on "
+        f"history, measurement and the people who studied them over many long years."
+        + (f" A fossil named {LONG_MARKER} was found here." if i == 30 else "")
+        for i in range(60)
+    ]
+    resp = httpx.post(
+        f"{url}/documents", json={"text": "\n\n".join(paragraphs), "title": "long.txt"}
+    )
+    assert resp.status_code == 202, resp.text
+    doc_id = resp.json()["documents"][0]["id"]
+    deadline = time.monotonic() + 90
+    while (doc := httpx.get(f"{url}/documents/{doc_id}").json())["status"] != "indexed":
+        assert doc["status"] != "failed" and time.monotonic() < deadline, doc
+        time.sleep(0.2)
+    assert doc["chunk_count"] >= 3, doc
+    return doc_id
+
+
 @pytest.fixture
 def backend_url(ml_api_minilm: str, tmp_path: Path) -> Iterator[str]:
     """A real backend process on a free port, with its own DATA_DIR and embedded Qdrant."""
@@ -171,10 +197,15 @@ def test_web_page_upload_search_delete(backend_url: str, tmp_path: Path) -> None
                 page.locator("#search-input").press("Enter")
             sent = req_info.value.post_data_json
             assert sent["query"] == QUESTION and "mode" not in sent and "rerank" in sent
+            # One result per document by default, with how many of its passages matched.
+            assert sent["group_by"] == "document" and "context" not in sent
             results = page.locator("#results > li.result")
             expect(results.first).to_be_visible()
             first = results.first
             expect(first.locator(".result-file")).to_have_text("lighthouse.txt")
+            expect(first.locator(".result-matches")).to_have_text(re.compile(r"^\d+ matching"))
+            names = results.locator(".result-file").all_inner_texts()
+            assert len(names) == len(set(names)), names
             expect(first.locator(".result-text")).to_contain_text(FACT)
             marks = first.locator(".result-text mark").all_inner_texts()
             assert {"cats", "Skerry", "Island"} <= set(marks), marks
@@ -199,6 +230,25 @@ def test_web_page_upload_search_delete(backend_url: str, tmp_path: Path) -> None
             expect(summary).to_contain_text("dense")
             expect(results.first.locator(".result-file")).to_have_text("lighthouse.txt")
             page.locator("#mode-select").select_option("")
+
+            # -- context: the passages around a hit, around the hit itself ---------------------
+            long_id = upload_long_text(backend_url)
+            page.locator("#search-input").fill(LONG_MARKER)
+            page.locator("#context-select").select_option("1")
+            with page.expect_response("**/query") as resp_info:
+                page.locator("#search-button").click()
+            body = resp_info.value.json()
+            assert resp_info.value.request.post_data_json["context"] == 1
+            hit = next(r for r in body["results"] if r["document_id"] == long_id)
+            assert hit["context_before"] or hit["context_after"], hit
+            shown = results.filter(has_text=LONG_MARKER).first
+            expect(shown.locator(".result-hit")).to_contain_text(LONG_MARKER)
+            expect(shown.locator(".result-context").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "web-context.png"), full_page=True)
+            page.locator("#context-select").select_option("0")
+            httpx.delete(f"{backend_url}/documents/{long_id}", timeout=10)
+            page.locator("#docs-refresh").click()
+            expect(rows).to_have_count(2)
 
             # -- delete (confirm dialog accepted) -----------------------------------------------
             doc_id = rows.filter(has_text="lighthouse.txt").get_attribute("data-id")

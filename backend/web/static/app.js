@@ -28,6 +28,8 @@
     modeSelect: $("mode-select"),
     topkInput: $("topk-input"),
     rerankInput: $("rerank-input"),
+    groupInput: $("group-input"),
+    contextSelect: $("context-select"),
     summary: $("search-summary"),
     results: $("results"),
     dropzone: $("dropzone"),
@@ -931,6 +933,10 @@
         el.modeSelect.value = p.mode;
       }
       if (isNum(p.top_k)) el.topkInput.value = String(p.top_k);
+      if (typeof p.grouped === "boolean") el.groupInput.checked = p.grouped;
+      if (isNum(p.context) && [...el.contextSelect.options].some((o) => o.value === String(p.context))) {
+        el.contextSelect.value = String(p.context);
+      }
     } catch {
       // ignore broken prefs
     }
@@ -949,6 +955,25 @@
     return r.page ?? md.page ?? md.page_number ?? null;
   }
 
+  // The text of the context chunks before and after a hit, without the overlap neighbouring
+  // chunks share: cut by their offsets when on the same page as the chunk next to them.
+  function around(r) {
+    const before = Array.isArray(r.context_before) ? r.context_before : [];
+    const after = Array.isArray(r.context_after) ? r.context_after : [];
+    let pre = "";
+    before.forEach((c, i) => {
+      const next = i + 1 < before.length ? before[i + 1] : r;
+      pre += c.page === next.page ? c.text.slice(0, Math.max(0, next.start - c.start)) : c.text;
+    });
+    let post = "";
+    let prev = r;
+    for (const c of after) {
+      post += c.page === prev.page ? c.text.slice(Math.max(0, prev.end - c.start)) : c.text;
+      prev = c;
+    }
+    return [pre, post];
+  }
+
   function renderResults(body, query, requested, clientMs) {
     const results = Array.isArray(body && body.results) ? body.results : Array.isArray(body) ? body : [];
     const re = termRegExp(queryTerms(query));
@@ -961,6 +986,12 @@
     let rerankText = reranked === null ? "unknown" : reranked ? "yes" : "no";
     if (requested.rerank && reranked === false) rerankText = "no (not available)";
     summary.push(h("span", { className: "chip" }, "reranked: ", h("strong", null, rerankText)));
+    if (body && body.group_by === "document") {
+      summary.push(h("span", { className: "chip" }, "one per ", h("strong", null, "document")));
+    }
+    if (body && typeof body.note === "string" && body.note) {
+      summary.push(h("span", { className: "chip chip-note" }, body.note));
+    }
     const timings = (body && body.timings_ms) || {};
     const stageOrder = ["embed", "search", "rerank", "total"];
     const stages = Object.keys(timings).sort((a, b) => {
@@ -998,9 +1029,17 @@
       where.append(h("span", { className: "result-file", title: name }, name));
       if (page !== null && page !== undefined) where.append(h("span", { className: "result-page" }, `page ${page}`));
       if (isNum(r.chunk_index)) where.append(h("span", { className: "result-chunk muted" }, `chunk ${r.chunk_index}`));
+      if (isNum(r.matches)) {
+        where.append(h("span", { className: "result-matches muted" }, plural(r.matches, "matching passage")));
+      }
 
       const passage = h("p", { className: "result-text" });
-      passage.append(highlighted(text, re));
+      const [pre, post] = around(r);
+      if (pre) passage.append(h("span", { className: "result-context" }, pre));
+      const hit = pre || post ? h("span", { className: "result-hit" }) : passage;
+      hit.append(highlighted(text, re));
+      if (hit !== passage) passage.append(hit);
+      if (post) passage.append(h("span", { className: "result-context" }, post));
       frag.append(
         h("li", { className: "result" },
           h("div", { className: "result-head" },
@@ -1029,7 +1068,11 @@
     const requested = { query, top_k: topK, rerank: el.rerankInput.checked };
     const mode = el.modeSelect.value;
     if (mode) requested.mode = mode; // only when the user chose one
-    savePrefs({ rerank: requested.rerank, mode, top_k: topK });
+    // One result per document is what a person searching expects; the API's default is chunk.
+    if (el.groupInput.checked) requested.group_by = "document";
+    const context = Number.parseInt(el.contextSelect.value, 10) || 0;
+    if (context > 0) requested.context = context;
+    savePrefs({ rerank: requested.rerank, mode, top_k: topK, grouped: el.groupInput.checked, context });
 
     const seq = ++searchSeq;
     el.searchButton.disabled = true;

@@ -257,8 +257,8 @@ class MLClient:
         """One /embed request of chunks marked as bulk work (ingestion), with the model's document
         prompt when it has one: served after queries, and patient: load refusals and slow answers
         are waited out, never reported as failures."""
-        info = self._info if self._info is not None else await self.model_info()
-        return await self._embed_batch(texts, _prompt_name(info, query=False), bulk=True)
+        # Ingestion fetches the model info (for the dimension) before it embeds.
+        return await self._embed_batch(texts, _prompt_name(self._info, query=False), bulk=True)
 
     async def _embed_batch(
         self, texts: list[str], prompt: str | None, bulk: bool = False

@@ -77,6 +77,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
             # FastAPI's body parsing hit the JSON decoder's recursion limit.
             return JSONResponse({"detail": f"body: {TOO_DEEP}"}, status_code=422)
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI could not decode the body at all (e.g. bytes that are not UTF-8): the same
+            # 422 as any other unreadable body, the status the routes document.
+            return JSONResponse({"detail": "body: not valid UTF-8 JSON"}, status_code=422)
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from serving.errors import Style, style_for
+from serving.schemas import DocumentsRerankResponse
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "TEIError": {
@@ -77,6 +78,8 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
             body["schema"]["additionalProperties"] = False
             if path == "/rerank":  # a TEI body or a documents-style body, not both
                 body["schema"]["oneOf"] = [{"required": ["texts"]}, {"required": ["documents"]}]
+        if path == "/rerank":
+            _rerank_answers_both_shapes(spec, post)
         ref = {"$ref": f"#/components/schemas/{_BY_STYLE[style_for(path)]}"}
         post.setdefault("parameters", []).append(_PRIORITY_PARAMETER)
         responses = post.setdefault("responses", {})
@@ -88,6 +91,22 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref}},
             }
     return spec
+
+
+def _rerank_answers_both_shapes(spec: dict[str, Any], post: dict[str, Any]) -> None:
+    """/rerank answers a TEI body with a list and a documents-style body with Infinity's object;
+    BentoML documents only the first member of the return type's union."""
+    doc = DocumentsRerankResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = spec["components"]["schemas"]
+    schemas.update(doc.pop("$defs", {}))
+    schemas["DocumentsRerankResponse"] = doc
+    responses = post.get("responses", {})
+    ok = responses.get("200") or responses.get(200) or {}  # type: ignore[call-overload]
+    for media in ok.get("content", {}).values():
+        if "schema" in media:
+            media["schema"] = {
+                "oneOf": [media["schema"], {"$ref": "#/components/schemas/DocumentsRerankResponse"}]
+            }
 
 
 def with_model_limits(

@@ -122,14 +122,28 @@ def test_slow_uploads_do_not_hold_the_upload_slots(backend: Backend) -> None:
     )
 
     def slow() -> None:
-        answers.append(trickle(backend.url, "/documents", headers, stop, start))
+        # A client that found both slots busy (a probe upload below held one for a moment) gets
+        # 429 before it sends its body: it tries again until it holds a slot and times out.
+        for _ in range(60):
+            answer = trickle(backend.url, "/documents", headers, stop, start)
+            if not answer.startswith(b"HTTP/1.1 429") or stop.is_set():
+                break
+            time.sleep(0.2)
+        answers.append(answer)
 
     threads = [threading.Thread(target=slow) for _ in range(2)]  # MAX_CONCURRENT_UPLOADS=2
     for t in threads:
         t.start()
     try:
-        # Both slots are taken by the trickling clients at first; a normal upload gets in once
-        # their deadline (BODY_TIMEOUT_S=3) has passed, well before the clients would finish.
+        # First wait until both slots are held by the trickling clients (an upload is refused);
+        # then a normal upload gets in once their deadline (BODY_TIMEOUT_S=3) has passed, well
+        # before the clients would finish.
+        for i in range(300):
+            if backend.upload((f"probe{i}.txt", b"A probe about the quay.")).status_code == 429:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the trickling clients never held both upload slots")
         statuses = []
         for i in range(60):
             resp = backend.upload((f"ok{i}.txt", b"A normal upload about the harbour."))

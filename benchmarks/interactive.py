@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -89,14 +90,57 @@ async def load(url: str, path: str, bodies: list[dict], clients: int, what: str)
     return out
 
 
-async def measure(ml: str, backend: str, queries: list[str], per_client: int) -> list[Latency]:
+@dataclass
+class HealthProbe:
+    """`GET /health` answers while the c=32 load runs (issue 12 item 7: it must stay accurate)."""
+
+    ms: list[float] = field(default_factory=list)
+    answers: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        p50, mx = pct(self.ms, 50), max(self.ms) if self.ms else None
+        seen = ", ".join(f"{k} x{v}" for k, v in sorted(self.answers.items())) or "none"
+        lat = f"p50 {p50:.1f} ms, max {mx:.1f} ms" if p50 is not None and mx is not None else "-"
+        return f"/health during c=32: {seen}; {lat}"
+
+
+async def probe_health(url: str, stop: asyncio.Event, out: HealthProbe) -> None:
+    """Poll `/health` every 0.5 s until `stop`; record status code + reported state."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                resp = await client.get("/health")
+                try:
+                    state = str(resp.json().get("status", "?"))
+                except ValueError:
+                    state = "unreadable"
+                key = f"{resp.status_code} {state}"
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            out.ms.append((time.perf_counter() - t0) * 1000)
+            out.answers[key] = out.answers.get(key, 0) + 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def measure(
+    ml: str, backend: str, queries: list[str], per_client: int, health: HealthProbe | None = None
+) -> list[Latency]:
     res = [
         await load(ml, "/embed", [{"inputs": q} for q in queries[:40]], 1, "ml-api /embed 1 text")
     ]
     for c in CONCURRENCY:
         n = max(c * per_client, 10)
         bodies = [{"query": q} for q in (queries * (n // len(queries) + 1))[:n]]
-        res.append(await load(backend, "/query", bodies, c, "backend /query"))
+        if c == max(CONCURRENCY) and health is not None:
+            stop = asyncio.Event()
+            probe = asyncio.create_task(probe_health(backend, stop, health))
+            res.append(await load(backend, "/query", bodies, c, "backend /query"))
+            stop.set()
+            await probe
+        else:
+            res.append(await load(backend, "/query", bodies, c, "backend /query"))
     return res
 
 
@@ -105,12 +149,12 @@ def take(data: BeirData, start: int, n: int) -> BeirData:
 
 
 async def ingest_and_measure(
-    ml: str, backend: str, data: BeirData, queries: list[str], per_client: int
+    ml: str, backend: str, data: BeirData, queries: list[str], per_client: int, health: HealthProbe
 ) -> tuple[float, list[Latency], bool]:
     async with httpx.AsyncClient(base_url=backend, timeout=600) as client:
         job = asyncio.create_task(ingest_documents(client, data, 8, 7200))
         await asyncio.sleep(5)  # let the ingest reach its steady state
-        lat = await measure(ml, backend, queries, per_client)
+        lat = await measure(ml, backend, queries, per_client, health)
         overlapped = not job.done()
         rep = await job
     return rep.seconds, lat, overlapped
@@ -146,10 +190,16 @@ def main(argv: list[str] | None = None) -> int:
                     ).seconds
 
             idle_s = asyncio.run(idle_ingest())
-            idle = asyncio.run(measure(ml.url, backend.url, queries, args.per_client))
+            health_idle, health_busy = HealthProbe(), HealthProbe()
+            idle = asyncio.run(measure(ml.url, backend.url, queries, args.per_client, health_idle))
             busy_s, busy, overlapped = asyncio.run(
                 ingest_and_measure(
-                    ml.url, backend.url, take(beir, args.docs, args.docs), queries, args.per_client
+                    ml.url,
+                    backend.url,
+                    take(beir, args.docs, args.docs),
+                    queries,
+                    args.per_client,
+                    health_busy,
                 )
             )
         finally:
@@ -162,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.label}: ingest {rate_idle:.1f} docs/s idle, {rate_busy:.1f} docs/s under queries "
         f"({rate_busy / rate_idle:.2f}x); ml-api one-query p50 during ingest / idle = "
         f"{ml_busy:.1f} / {ml_idle:.1f} ms = {ratio:.2f}x (target <= 1.5x); the ingest "
-        f"{'was' if overlapped else 'was NOT'} still running when the queries ended"
+        f"{'was' if overlapped else 'was NOT'} still running when the queries ended. "
+        f"Idle {health_idle.summary()}. During ingest {health_busy.summary()}."
     )
     cols = ["phase", "what", "clients", "p50 ms", "p95 ms", "req/s", "errors"]
     m = machine_info()

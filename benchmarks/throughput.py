@@ -658,7 +658,7 @@ class Bench:
             ),
         ]
         self.reranker_names = {"tiny": TINY_RR}
-        if "mid" in self.plan.rerank_requests:
+        if "mid" in self.plan.rerank_requests and not self.args.only:
             self.reranker_names["mid"] = MID_RR
             steps.append(
                 (
@@ -1287,9 +1287,74 @@ class Bench:
         self.ingest_result = ingest.run_ingest(data, self.home, work / "ingest")
         self.log(self.ingest_result.summary())
 
+    def short1(self, work: Path) -> dict[str, Any]:
+        """`--only short1` (issue 13 item 3): in-process ORT on the short set at batch size 8
+        (the reference of "One short text per request"), then the ml-api at 64 clients x 1 short
+        text, with server CPU per request outside the model (process-tree CPU minus the batcher's
+        forward-pass seconds from /metrics) and the load generator's CPU (it shares the cores)."""
+        import orjson
+
+        ts = self.sets["short"]
+        self.ort.encode(ts.texts[:64], 8)  # warm-up
+        t0 = time.perf_counter()
+        self.ref["short"] = self.ort.encode(ts.texts, 8)
+        inproc = len(ts.texts) / (time.perf_counter() - t0)
+        server = self.ml_api_server(TINY_RR, "flag", work)
+        server.start(timeout=300)
+        try:
+            url = server.url + "/embed"
+
+            def encode(texts: list[str]) -> bytes:
+                return orjson.dumps({"inputs": texts, "normalize": True, "truncate": True})
+
+            ref = self.ref["short"]
+
+            def check(body: bytes, req: Request) -> Checked:
+                vecs = np.asarray(orjson.loads(body), dtype=np.float32)
+                return Checked(True, min_cos=min_cosine(vecs, ref[req.items]))
+
+            reqs = self.embed_requests(ts, 1, 1, encode)
+            asyncio.run(run_load(url, reqs[:64], 8, check))  # warm-up, untimed
+            n = int(os.environ.get("SHORT1_REQUESTS", "1500"))
+            reqs = [reqs[i % len(reqs)] for i in range(n)]
+            cpu0, m0 = server.cpu_seconds(), scrape_metrics(server.url)
+            res = asyncio.run(run_load(url, reqs, 64, check))
+            cpu = server.cpu_seconds() - cpu0
+            m = metrics_delta(m0, scrape_metrics(server.url), "embed")
+        finally:
+            server.stop()
+        done = len(res.latencies_ms)
+        fwd = m.get("forward_s", 0.0)
+        return {
+            "inproc_texts_per_s": round(inproc, 1),
+            "ml_api_texts_per_s": round(res.texts / res.seconds, 1),
+            "ratio": round(res.texts / res.seconds / inproc, 3),
+            "p50_ms": pct(res.latencies_ms, 50),
+            "p95_ms": pct(res.latencies_ms, 95),
+            "requests": done,
+            "errors": res.errors,
+            "min_cos": res.min_cos,
+            "server_cpu_ms_per_req": round(1000 * cpu / max(1, done), 3),
+            "forward_ms_per_req": round(1000 * fwd / max(1, done), 3),
+            "server_cpu_outside_model_ms_per_req": round(1000 * (cpu - fwd) / max(1, done), 3),
+            "client_cpu_ms_per_req": round(1000 * res.client_cpu_s / max(1, done), 3),
+            "forward_passes": m.get("forward_passes"),
+            "items_per_pass": m.get("items_per_pass"),
+            "seconds": round(res.seconds, 2),
+        }
+
     def run(self) -> None:
         with tempfile.TemporaryDirectory(prefix="ragstack-throughput-") as tmp:
             work = Path(tmp)
+            if self.args.only == "short1":
+                with self.progress:
+                    self.prepare(work)
+                    self.load_data()
+                out = self.short1(work)
+                out["machine"] = machine_line(self.machine, self.device)
+                out["date"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+                print(json.dumps(out, indent=2, default=str))
+                return
             with self.progress:
                 self.prepare(work)
                 self.load_data()
@@ -1775,6 +1840,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: flag,onnx; flag with --quick)",
     )
     p.add_argument("--store", help="reuse this BENTOML_HOME (imports are skipped when current)")
+    p.add_argument(
+        "--only",
+        choices=["short1"],
+        help="short1: only ml-api @64 clients x 1 short text vs in-process ORT, with server CPU "
+        "per request outside the model (prints JSON; ~2 minutes)",
+    )
     args = p.parse_args(argv)
     if args.rerank_backends is None:
         args.rerank_backends = ["flag"] if args.quick else ["flag", "onnx"]
@@ -1785,6 +1856,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(args)
     try:
         bench.run()
+        if args.only:
+            return 0
     except KeyboardInterrupt:
         console.print("[red]interrupted; servers stopped[/red]")
         return 130

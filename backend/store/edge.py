@@ -98,6 +98,23 @@ def edge_filter(items: list[filters.Clause], *, ready: bool = True) -> qe.Filter
     )
 
 
+def metadata_indexes(metadata: dict[str, Any]) -> dict[str, qe.PayloadSchemaType]:
+    """The payload index each filterable metadata value needs (see `filters`: booleans are
+    matched as 0/1 on `metadata_bools`, floats as ranges)."""
+    out: dict[str, qe.PayloadSchemaType] = {}
+    for key, value in metadata.items():
+        if isinstance(value, bool):
+            out[f"metadata_bools.{key}"] = qe.PayloadSchemaType.Integer
+        elif isinstance(value, int | float):
+            # Float for ints too: an Integer index drops a later float value of the same key
+            # from range matches (measured on Edge 0.9.0), while a Float index keeps ints and
+            # int matches still read the payload.
+            out[f"metadata.{key}"] = qe.PayloadSchemaType.Float
+        elif isinstance(value, str):
+            out[f"metadata.{key}"] = qe.PayloadSchemaType.Keyword
+    return out
+
+
 def _doc_filter(document_id: str) -> qe.Filter:
     return qe.Filter(must=[qe.FieldCondition("document_id", match=qe.MatchValue(document_id))])
 
@@ -125,6 +142,8 @@ class Collection:
         self.encoder_version: int = meta.get("encoder_version", 0)
         self.shard_dir = folder / meta["shard"]
         self.shard = shard or qe.EdgeShard.load(str(self.shard_dir))
+        # Payload fields with an index (kept by rebuilds: the index lives in the shard).
+        self.indexed: set[str] = set(self.shard.info().payload_schema)
         # Maintenance state (backend.store.maintenance).
         self.writes_since_build = 0
         self.rebuilding = False
@@ -341,9 +360,22 @@ class EdgeStore(VectorStore):
     async def ensure_metadata_indexes(
         self, metadata: dict[str, Any], collection: str | None = None
     ) -> None:
-        # Edge filters unindexed payload in Rust per candidate; indexes would be built only by
-        # optimize(). Nothing to do on the serving path.
-        return None
+        # Without a payload index Edge checks a metadata filter on every candidate, reading its
+        # payload: 1.2 s per query for an any-of of 100 floats at 10^4 points, against 2.4 ms
+        # indexed. Building one is cheap and persisted in the shard (80 ms at 10^4 points), so
+        # each metadata key gets one the first time a document carries it.
+        wanted = metadata_indexes(metadata)
+        c = self._get(collection)
+        if c is None or wanted.keys() <= c.indexed:
+            return
+        async with self._setup_lock:
+            for key, schema in wanted.items():
+                if key in c.indexed:
+                    continue
+                await self._update(
+                    collection, qe.UpdateOperation.create_field_index(key, schema), 0
+                )
+                c.indexed.add(key)
 
     # -- writes ------------------------------------------------------------------------------------
 

@@ -367,9 +367,12 @@ class MLService:
         model: str | None = None,
         top_n: Annotated[int | None, Field(ge=1)] = None,
         return_documents: bool = False,
-        max_chunks_per_doc: int | None = None,
     ) -> RerankResponse:
-        """Jina / Cohere v1 rerank: documents as strings or `{"text"}` objects."""
+        """Jina / Cohere v1 rerank: documents as strings or `{"text"}` objects.
+
+        Cohere v1's `max_chunks_per_doc` is not declared, so it is refused (422, naming it) as
+        an unknown field: documents over the model's limit are truncated, not split into chunks.
+        """
         texts = [d if isinstance(d, str) else d.text for d in documents]
         return await self._rerank_compat(query, texts, model, top_n, None, return_documents, "1")
 

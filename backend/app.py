@@ -152,6 +152,14 @@ def _openapi(app: FastAPI, *, keyed: bool) -> dict[str, Any]:
                 "description": "Invalid input; `detail` names the field and limit",
                 "content": {"application/json": {"schema": ref}},
             }
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Unreadable body (broken JSON or multipart framing)",
+                        "content": {"application/json": {"schema": _DETAIL}},
+                    },
+                )
             if "security" not in operation:
                 continue
             if keyed:

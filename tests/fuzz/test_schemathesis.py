@@ -15,11 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import ignored_auth
+from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 from stack import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
 from backend_support import launch_backend
+
+# One narrow exception, not a finding: schemathesis cannot generate an upload the backend can
+# parse. For a `format: binary` file it sends PNG/ZIP/GIF samples or random bytes (415/422, as
+# documented), and `metadata` is JSON inside a multipart string, which JSON Schema cannot
+# constrain. So "schema-valid upload accepted" is checked by the upload tests with real files
+# (tests/backend); every other check, negative data included, runs on this body too.
+NOT_GENERATABLE = {("POST", "/documents", "multipart/form-data"): [positive_data_acceptance]}
 
 BOUNDED = settings(
     max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
@@ -55,8 +62,9 @@ def fuzz(schema: schemathesis.BaseSchema) -> list[str]:
             @BOUNDED
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: schemathesis.Case) -> None:
-                # No `checks=` and nothing excluded: the release's whole default set.
-                case.call_and_validate(timeout=60)
+                # No `checks=`: the release's whole default set (less NOT_GENERATABLE).
+                key = (case.method.upper(), case.path, case.media_type)
+                case.call_and_validate(excluded_checks=NOT_GENERATABLE.get(key, []), timeout=60)
 
             try:
                 run()

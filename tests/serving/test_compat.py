@@ -167,3 +167,16 @@ def test_cohere_max_tokens_per_doc_cuts_documents(ml_api: str) -> None:
     assert len(first4) < 30
     cut = _tei_scores(ml_api, "vector", [first4])
     assert r.json()["results"][0]["relevance_score"] == pytest.approx(cut[0], abs=1e-5)
+
+
+def test_integer_options_refuse_booleans(ml_api: str) -> None:
+    # Found by schemathesis: pydantic's lax mode read `false` as 0 for an integer field, so a
+    # wrong type was answered 200 instead of naming the field.
+    for path, body in (
+        ("/v2/embed", {"texts": ["a"], "model": "embedder", "priority": False}),
+        ("/v2/embed", {"texts": ["a"], "model": "embedder", "output_dimension": True}),
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": True}),
+    ):
+        r = httpx.post(f"{ml_api}{path}", json=body, timeout=60)
+        assert r.status_code == 422, (path, r.text)
+        assert next(k for k in body if isinstance(body[k], bool)) in r.text

@@ -219,7 +219,7 @@ class MLService:
             ),
         ] = None,
         model: str | None = None,
-        top_n: Annotated[int | None, Field(ge=1)] = None,
+        top_n: Annotated[int | None, Field(ge=1, strict=True)] = None,
         return_documents: bool = False,
     ) -> list[RerankHit] | DocumentsRerankResponse:
         """Score texts against a query with the cross-encoder, best first. With `texts`: TEI
@@ -274,7 +274,7 @@ class MLService:
         input: OpenAIInput,
         model: str | None = None,
         encoding_format: Literal["float", "base64"] = "float",
-        dimensions: Annotated[int | None, Field(ge=1)] = None,
+        dimensions: Annotated[int | None, Field(ge=1, strict=True)] = None,
         user: str | None = None,
     ) -> OpenAIEmbeddingList:
         """OpenAI-compatible embeddings (`client.embeddings.create`)."""
@@ -286,7 +286,7 @@ class MLService:
         input: OpenAIInput,
         model: str | None = None,
         encoding_format: Literal["float", "base64"] = "float",
-        dimensions: Annotated[int | None, Field(ge=1)] = None,
+        dimensions: Annotated[int | None, Field(ge=1, strict=True)] = None,
         user: str | None = None,
     ) -> OpenAIEmbeddingList:
         """Same as `/v1/embeddings`, for clients whose base URL has no `/v1`."""
@@ -313,9 +313,9 @@ class MLService:
         truncate: Annotated[
             Literal["NONE", "END"], Field(description="`START` is not supported.")
         ] = "END",
-        output_dimension: Annotated[int | None, Field(ge=1)] = None,
-        max_tokens: Annotated[int | None, Field(ge=1)] = None,
-        priority: int | None = None,
+        output_dimension: Annotated[int | None, Field(ge=1, strict=True)] = None,
+        max_tokens: Annotated[int | None, Field(ge=1, strict=True)] = None,
+        priority: Annotated[int | None, Field(strict=True)] = None,
     ) -> CohereEmbedResponse:
         """Cohere v2 embed (`ClientV2.embed`): texts, with quantized types computed as Cohere
         documents them (see serving/cohere.py)."""
@@ -347,8 +347,8 @@ class MLService:
         query: Text,
         documents: Texts,
         model: str | None = None,
-        top_n: Annotated[int | None, Field(ge=1)] = None,
-        max_tokens_per_doc: Annotated[int | None, Field(ge=1)] = None,
+        top_n: Annotated[int | None, Field(ge=1, strict=True)] = None,
+        max_tokens_per_doc: Annotated[int | None, Field(ge=1, strict=True)] = None,
         return_documents: bool = False,
     ) -> RerankResponse:
         """Cohere v2 rerank (`ClientV2.rerank`)."""
@@ -365,11 +365,14 @@ class MLService:
             Field(min_length=1, max_length=settings.max_client_batch),
         ],
         model: str | None = None,
-        top_n: Annotated[int | None, Field(ge=1)] = None,
+        top_n: Annotated[int | None, Field(ge=1, strict=True)] = None,
         return_documents: bool = False,
-        max_chunks_per_doc: int | None = None,
     ) -> RerankResponse:
-        """Jina / Cohere v1 rerank: documents as strings or `{"text"}` objects."""
+        """Jina / Cohere v1 rerank: documents as strings or `{"text"}` objects.
+
+        Cohere v1's `max_chunks_per_doc` is not declared, so it is refused (422, naming it) as
+        an unknown field: documents over the model's limit are truncated, not split into chunks.
+        """
         texts = [d if isinstance(d, str) else d.text for d in documents]
         return await self._rerank_compat(query, texts, model, top_n, None, return_documents, "1")
 

@@ -11,9 +11,11 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 from backend import errors
 from backend.deps import require_api_key
@@ -110,7 +112,74 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     # The page and its assets hold no data, so they stay outside the API-key dependency.
     mount_web(app)
+    app.openapi = lambda: _openapi(app, keyed=settings.api_key is not None)  # type: ignore[method-assign]
     return app
+
+
+# What backend/errors.py really sends for invalid input (FastAPI documents a list of items).
+_VALIDATION_ERROR: dict[str, Any] = {
+    "title": "HTTPValidationError",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"type": "string", "description": "What is wrong, naming field and limit"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _openapi(app: FastAPI, *, keyed: bool) -> dict[str, Any]:
+    """FastAPI's schema, corrected to what the server does: the real 422 body on every route,
+    and the bearer key required only when API_KEY is set (then a 401 without it)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["HTTPValidationError"] = _VALIDATION_ERROR
+    schemas.pop("ValidationError", None)
+    ref = {"$ref": "#/components/schemas/HTTPValidationError"}
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            responses["422"] = {
+                "description": "Invalid input; `detail` names the field and limit",
+                "content": {"application/json": {"schema": ref}},
+            }
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Unreadable body (broken JSON or multipart framing)",
+                        "content": {"application/json": {"schema": _DETAIL}},
+                    },
+                )
+            if "security" not in operation:
+                continue
+            if keyed:
+                responses["401"] = {
+                    "description": "Missing or invalid API key",
+                    "content": {"application/json": {"schema": _DETAIL}},
+                }
+            else:
+                del operation["security"]  # no key set: nothing to send
+    if not keyed:
+        spec["components"].pop("securitySchemes", None)
+    app.openapi_schema = spec
+    return spec
+
+
+_DETAIL: dict[str, Any] = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string"}},
+}
 
 
 app = create_app()

@@ -14,7 +14,11 @@ MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$"
 # NaN and Infinity are refused: JSON has no such numbers and they would come back as null.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 MetadataValue = bool | int | FiniteFloat | Annotated[str, StringConstraints(max_length=1000)]
-Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=32)]
+# Keys outside the pattern are refused: say so (pydantic documents only `patternProperties`).
+KEYS_BY_PATTERN_ONLY = {"additionalProperties": False}
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue], Field(max_length=32, json_schema_extra=KEYS_BY_PATTERN_ONLY)
+]
 MAX_CONTEXT = 5  # neighbouring chunks each side a query may ask for
 
 
@@ -33,7 +37,16 @@ class Strict(BaseModel):
 
 
 class TextDocumentIn(Strict):
-    text: Annotated[str, Field(min_length=1, description="The document's text (plain text).")]
+    text: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="The document's text (plain text: not blank, no NUL bytes).",
+            # What the validator below and the parser check, said in the schema for clients
+            # and fuzzers (a NUL byte marks binary content: 422).
+            json_schema_extra={"pattern": r"^[^\u0000]*[^\u0000\s][^\u0000]*$"},
+        ),
+    ]
     title: Annotated[str | None, Field(max_length=255, description="Shown as filename.")] = None
     metadata: Metadata = Field(default_factory=dict)
     replace: Annotated[str | None, Field(max_length=64, description=REPLACE_DOC)] = None
@@ -126,7 +139,13 @@ FilterValue = MetadataValue | Annotated[list[MetadataValue], Field(min_length=1,
 
 class Filters(Strict):
     document_ids: Annotated[list[str] | None, Field(max_length=1000)] = None
-    metadata: Annotated[dict[MetadataKey, FilterValue] | None, Field(max_length=32)] = None
+    metadata: (
+        Annotated[
+            dict[MetadataKey, FilterValue],
+            Field(max_length=32, json_schema_extra=KEYS_BY_PATTERN_ONLY),
+        ]
+        | None
+    ) = None
 
 
 class QueryIn(Strict):

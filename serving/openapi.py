@@ -73,11 +73,26 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
         if post is None:
             continue
         # Unknown fields are refused (serving/guard.py); say so, for clients and fuzzers.
-        body = post.get("requestBody", {}).get("content", {}).get("application/json", {})
+        request = post.get("requestBody", {})
+        body = request.get("content", {}).get("application/json", {})
+        if body.get("schema", {}).get("required") or path == "/rerank":
+            request["required"] = True  # no body is a 422, not a valid request
         if "properties" in body.get("schema", {}):
             body["schema"]["additionalProperties"] = False
+            for prop in body["schema"]["properties"].values():
+                # `X | None = None`: BentoML drops the `null` the server accepts.
+                if "default" in prop and prop["default"] is None and "$ref" not in prop:
+                    prop["nullable"] = True
             if path == "/rerank":  # a TEI body or a documents-style body, not both
-                body["schema"]["oneOf"] = [{"required": ["texts"]}, {"required": ["documents"]}]
+                # (a `null` one counts as absent, as the server reads it)
+                body["schema"]["oneOf"] = [
+                    {"required": [k], "properties": {k: {"type": "array"}}}
+                    for k in ("texts", "documents")
+                ]
+                documents = body["schema"]["properties"].get("documents", {})
+                for member in documents.get("anyOf", [documents]):
+                    if member.get("type") == "array":  # an empty list is refused, like `texts`
+                        member["minItems"] = 1
         if path == "/rerank":
             _rerank_answers_both_shapes(spec, post)
         ref = {"$ref": f"#/components/schemas/{_BY_STYLE[style_for(path)]}"}

@@ -36,6 +36,7 @@ _UPLOAD_BODY = {
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
                             "description": "One or more files: txt, md, pdf, html, docx.",
                         },
                         "metadata": {

@@ -136,6 +136,21 @@ def test_jina_style_rerank_with_documents_returned(ml_api: str) -> None:
     assert body["usage"]["total_tokens"] > 0
 
 
+def test_v1_rerank_refuses_max_chunks_per_doc(ml_api: str) -> None:
+    # Cohere v1's chunk-and-take-the-best is not implemented (documents are truncated): asking
+    # for it is a 422 naming the field, never a silently different ranking.
+    r = httpx.post(
+        f"{ml_api}/v1/rerank",
+        json={"query": "q", "documents": ["a", "b"], "max_chunks_per_doc": 3},
+        timeout=60,
+    )
+    assert r.status_code == 422, r.text
+    assert "max_chunks_per_doc" in r.json()["message"]
+    spec = httpx.get(f"{ml_api}/docs.json", timeout=10).json()
+    props = spec["paths"]["/v1/rerank"]["post"]["requestBody"]["content"]["application/json"]
+    assert "max_chunks_per_doc" not in str(props)
+
+
 def test_cohere_max_tokens_per_doc_cuts_documents(ml_api: str) -> None:
     long_doc = "vector database " + "filler text " * 200
     r = httpx.post(
@@ -152,3 +167,16 @@ def test_cohere_max_tokens_per_doc_cuts_documents(ml_api: str) -> None:
     assert len(first4) < 30
     cut = _tei_scores(ml_api, "vector", [first4])
     assert r.json()["results"][0]["relevance_score"] == pytest.approx(cut[0], abs=1e-5)
+
+
+def test_integer_options_refuse_booleans(ml_api: str) -> None:
+    # Found by schemathesis: pydantic's lax mode read `false` as 0 for an integer field, so a
+    # wrong type was answered 200 instead of naming the field.
+    for path, body in (
+        ("/v2/embed", {"texts": ["a"], "model": "embedder", "priority": False}),
+        ("/v2/embed", {"texts": ["a"], "model": "embedder", "output_dimension": True}),
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": True}),
+    ):
+        r = httpx.post(f"{ml_api}{path}", json=body, timeout=60)
+        assert r.status_code == 422, (path, r.text)
+        assert next(k for k in body if isinstance(body[k], bool)) in r.text

@@ -16,7 +16,7 @@ from pydantic import Field
 from models.runtime.embedder import load_embedder
 from models.runtime.registry import find_model
 from models.runtime.reranker import load_reranker
-from models.runtime.settings import get_settings
+from models.runtime.settings import ML_API_PORT, get_settings
 from serving import clientlog, cohere, compat, prompts
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
@@ -58,7 +58,7 @@ OpenAIInput = Annotated[
     resources={"gpu": 1},
     traffic={"timeout": 300},
     workers=1,
-    http={"port": 8001},
+    http={"port": ML_API_PORT},
     logging={"access": {"enabled": False}},
 )
 @bentoml.mount_asgi_app(info_app, path="/")

@@ -22,7 +22,9 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+# The backend's port, defined once for the CLI (`ragctl up`, the client's default URL).
+BACKEND_PORT = 8000
+DEFAULT_URL = f"http://127.0.0.1:{BACKEND_PORT}"
 RETRY_STATUSES = (429, 503)
 
 

@@ -15,7 +15,9 @@ import httpx
 import typer
 from rich.console import Console
 
+from models.runtime.settings import ML_API_PORT
 from ragctl import processes
+from ragctl.client import BACKEND_PORT
 
 ROOT = Path(__file__).resolve().parents[1]  # service.py and backend/ live here
 console = Console(stderr=True)
@@ -39,8 +41,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 
 def up(
-    ml_port: Annotated[int, typer.Option(help="ml-api port.")] = 8001,
-    port: Annotated[int, typer.Option(help="Backend port.")] = 8000,
+    ml_port: Annotated[int, typer.Option(help="ml-api port.")] = ML_API_PORT,
+    port: Annotated[int, typer.Option(help="Backend port.")] = BACKEND_PORT,
     data: Annotated[
         Path, typer.Option(help="Data folder (Qdrant, document registry, logs).")
     ] = Path("./data"),

@@ -4,11 +4,11 @@ import `conftest`, which is ambiguous with several conftest.py files)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
+
+from ragctl import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 # Names the session's test model store uses for each model.
@@ -25,13 +25,9 @@ def free_port() -> int:
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM the whole process group (servers have worker children), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    """Stop a server the way `ragctl` does: its process group and every descendant (BentoML's
+    worker leaves the group), SIGKILL after `timeout` seconds."""
+    if proc.poll() is None:
+        processes.stop_tree([proc.pid], timeout=timeout)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)

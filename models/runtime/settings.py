@@ -13,6 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
+# The ml-api's port, defined once: the service, `ragctl up` and the compose file agree on it
+# (tests/test_defaults.py checks the compose file and the backend's default URL).
+ML_API_PORT = 8001
+
 
 def available_cores() -> int:
     """Cores this process may really use (cgroup/affinity aware), not the host's count."""
@@ -88,7 +92,7 @@ class MLSettings(BaseSettings):
     bulk_batch_tokens: int = Field(
         0,
         ge=0,
-        description="Padded tokens per bulk forward pass; 0 = 4096 on CPU, max_batch_tokens on "
+        description="Padded tokens per bulk forward pass; 0 = 256 on CPU, max_batch_tokens on "
         "GPU. Small on CPU so that an interactive request waits at most one short bulk pass.",
     )
 
@@ -128,7 +132,7 @@ class MLSettings(BaseSettings):
     def bulk_token_budget(self, on_gpu: bool) -> int:
         if self.bulk_batch_tokens:
             return self.bulk_batch_tokens
-        return self.batch_token_budget(on_gpu) if on_gpu else 4096
+        return self.batch_token_budget(on_gpu) if on_gpu else 256
 
 
 @lru_cache

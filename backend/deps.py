@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,6 +13,7 @@ from backend.mlapi import MLClient
 from backend.registry import Registry
 from backend.settings import Settings
 from backend.store import VectorStore
+from ragstack_common.http import bearer_matches
 
 
 def _settings(request: Request) -> Settings:
@@ -56,9 +56,8 @@ async def require_api_key(
 ) -> None:
     if settings.api_key is None:
         return
-    expected = settings.api_key.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, expected):
+    given = f"Bearer {credentials.credentials}" if credentials else None
+    if not bearer_matches(given, settings.api_key.get_secret_value()):
         raise HTTPException(
             401,
             "missing or invalid API key (send Authorization: Bearer <API_KEY>)",

@@ -8,7 +8,6 @@ traceback and answered without one.
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from backend.ingest.isolate import ParserUnavailable
 from backend.mlapi import MLAPIError, MLAPIUnavailable
 from backend.store import StoreError
+from ragstack_common.http import retry_after_header
 
 log = logging.getLogger("ragstack.backend")
 PARSER_RETRY_AFTER_S = 5.0
@@ -54,12 +54,8 @@ def validation_detail(errors: Sequence[Any], prefix: str | None = None) -> str:
     return "; ".join(f"{i['field']}: {i['message']}" for i in items[:5])
 
 
-def retry_after(seconds: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
-
-
 def unavailable(detail: str, after: float | None) -> JSONResponse:
-    headers = retry_after(after) if after is not None else None
+    headers = retry_after_header(after) if after is not None else None
     return JSONResponse({"detail": detail}, status_code=503, headers=headers)
 
 

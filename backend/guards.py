@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.errors import retry_after
 from backend.settings import MiB, Settings
+from ragstack_common.http import retry_after_header
 
 # Every JSON route but the upload takes small bodies (a query is at most a few tens of KiB).
 JSON_BODY_LIMIT = 1 * MiB
@@ -127,7 +127,7 @@ class UploadGate:
                 429,
                 f"too many uploads in progress ({self.active}; the limit is {self.limit},"
                 " MAX_CONCURRENT_UPLOADS); retry later",
-                headers=retry_after(UPLOAD_BUSY_RETRY_AFTER_S),
+                headers=retry_after_header(UPLOAD_BUSY_RETRY_AFTER_S),
             )
         self.active += 1
         try:
@@ -141,5 +141,5 @@ def queue_full(pending: int, adding: int, limit: int) -> HTTPException:
         429,
         f"the ingestion queue is full: {pending} documents pending, {adding} more would exceed"
         f" the limit of {limit} (MAX_PENDING_DOCUMENTS); retry later",
-        headers=retry_after(QUEUE_FULL_RETRY_AFTER_S),
+        headers=retry_after_header(QUEUE_FULL_RETRY_AFTER_S),
     )

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from backend.settings import Settings
+from ragstack_common.http import parse_retry_after
 
 log = logging.getLogger("ragstack.backend.mlapi")
 
@@ -75,16 +76,6 @@ def _error_text(resp: httpx.Response) -> str:
         if err:
             return str(err)
     return str(body)[:300]
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        return None  # HTTP-date form: fall back to our own backoff
 
 
 class MLClient:
@@ -154,7 +145,9 @@ class MLClient:
                         self._ok_at = time.monotonic()
                     return resp
                 problem = f"HTTP {resp.status_code}: {_error_text(resp)}"
-                suggested = _retry_after(resp)
+                suggested = parse_retry_after(
+                    resp.headers.get("Retry-After"), cap=MAX_RETRY_AFTER_S
+                )
                 wait = suggested or wait
                 busy = suggested is not None
                 if busy:

@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from backend.errors import TOO_DEEP, retry_after, validation_detail
+from backend.errors import TOO_DEEP, validation_detail
 from backend.guards import BodyReadError, UploadGate, queue_full
 from backend.ingest import isolate
 from backend.ingest.parse import (
@@ -37,6 +37,7 @@ from backend.registry import Document, DuplicateBeingDeleted, Registry, Status
 from backend.schemas import Metadata, TextDocumentIn
 from backend.settings import Settings
 from backend.store import VectorStore
+from ragstack_common.http import retry_after_header
 
 _metadata_adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(Metadata)
 MAX_FILENAME_CHARS = 255
@@ -124,7 +125,7 @@ async def _accept(
         raise HTTPException(
             503,
             f"cannot store the upload under DATA_DIR ({exc.strerror or exc}); retry later",
-            headers=retry_after(SPOOL_RETRY_AFTER_S),
+            headers=retry_after_header(SPOOL_RETRY_AFTER_S),
         ) from None
     return item
 

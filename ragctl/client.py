@@ -12,15 +12,15 @@ other 4xx/5xx raises `BackendError` carrying the backend's `detail`.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ragstack_common.http import parse_retry_after
 
 # The backend's port, defined once for the CLI (`ragctl up`, the client's default URL).
 BACKEND_PORT = 8000
@@ -54,21 +54,7 @@ class BackendError(Exception):
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent
     or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = datetime.now(UTC).timestamp() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return parse_retry_after(value, now=now)
 
 
 def _detail(resp: httpx.Response) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import yaml
+from stack import ROOT
 
 from backend.settings import Settings
 from models.runtime.settings import ML_API_PORT
 from ragctl.client import BACKEND_PORT, DEFAULT_URL
-from stack import ROOT
 
 
 def test_backend_defaults_point_at_the_ml_api_port(monkeypatch) -> None:

@@ -3,6 +3,7 @@ the backend image's dependency set and the compose file."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -128,3 +129,25 @@ def test_backend_dockerfile_is_slim_and_non_root() -> None:
     assert "--frozen" in text
     assert "USER app" in text
     assert text.index("COPY pyproject.toml uv.lock") < text.index("COPY backend")
+
+
+def test_backend_image_copies_every_project_package_the_backend_imports() -> None:
+    """The image holds only what it COPYs: a project package the backend imports but the
+    Dockerfile leaves out fails at start-up in the container, which no other test runs."""
+    project = {"backend", "models", "serving", "ragctl", "ragstack_common", "benchmarks"}
+    imported: set[str] = set()
+    for path in (ROOT / "backend").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    needed = imported & project
+    assert "ragstack_common" in needed  # the walk sees the shared package
+    text = (ROOT / "backend" / "Dockerfile").read_text()
+    copied = {
+        line.split()[1]
+        for line in text.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    }
+    assert needed <= copied, f"backend/Dockerfile does not COPY {sorted(needed - copied)}"

@@ -41,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from benchmarks.harness.beir import (
+    DEFAULT_DATA,
     METRICS,
     BeirData,
     doc_scores_from_hits,
@@ -50,7 +51,6 @@ from benchmarks.harness.beir import (
     select_subset,
 )
 
-DEFAULT_DATA = Path("/work/shared/eval/scifact")
 TITLE_MAX = 255  # the backend's limit on `title`
 RETRY_STATUS = {429, 502, 503, 504}
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
@@ -268,7 +268,7 @@ async def run_queries(
 def reference_run(data_dir: Path, split: str, data: BeirData, threads: int) -> tuple[Row, float]:
     """sentence-transformers MiniLM + exact cosine over whole documents (cached embeddings)."""
     from benchmarks.harness.embed_cache import reference_embeddings
-    from benchmarks.quality_inprocess import top_k_runs
+    from benchmarks.harness.topk import top_k_runs
 
     t0 = time.perf_counter()
     dids, qids = list(data.corpus), list(data.queries)

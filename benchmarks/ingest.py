@@ -40,11 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness.backend_ingest import ingest as ingest_documents  # noqa: E402
 from benchmarks.harness.beir import BeirData, load_beir  # noqa: E402
 from benchmarks.harness.machine import loadavg, machine_info, machine_line, versions  # noqa: E402
 from benchmarks.harness.procs import Server, free_port, stop_all_servers  # noqa: E402
 from benchmarks.harness.report import append_markdown  # noqa: E402
-from benchmarks.quality import ingest as ingest_documents  # noqa: E402
 
 console = Console()
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "scifact"

@@ -37,11 +37,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import ingest as ingest_bench  # noqa: E402
+from benchmarks.harness.backend_ingest import ingest as ingest_documents  # noqa: E402
 from benchmarks.harness.beir import BeirData, load_beir  # noqa: E402
 from benchmarks.harness.machine import loadavg, machine_info, machine_line  # noqa: E402
 from benchmarks.harness.procs import stop_all_servers  # noqa: E402
 from benchmarks.harness.report import append_markdown, pct  # noqa: E402
-from benchmarks.quality import ingest as ingest_documents  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 

@@ -1278,13 +1278,13 @@ class Bench:
 
     def ingest(self, work: Path) -> None:
         """SciFact through the backend against embedding the same chunks alone (ingest.py)."""
-        from benchmarks import ingest
         from benchmarks.harness.beir import load_beir
+        from benchmarks.harness.ingest_run import run_ingest, subset
 
         self.section_load["ingest"] = loadavg()
-        data = ingest.subset(load_beir(self.args.data, "train"), self.plan.ingest_docs)
+        data = subset(load_beir(self.args.data, "train"), self.plan.ingest_docs)
         (work / "ingest").mkdir()
-        self.ingest_result = ingest.run_ingest(data, self.home, work / "ingest")
+        self.ingest_result = run_ingest(data, self.home, work / "ingest")
         self.log(self.ingest_result.summary())
 
     def short1(self, work: Path) -> dict[str, Any]:
@@ -1379,7 +1379,7 @@ class Bench:
 
 
 def ingest_columns() -> list[str]:
-    from benchmarks.ingest import COLUMNS
+    from benchmarks.harness.ingest_run import COLUMNS
 
     return COLUMNS
 

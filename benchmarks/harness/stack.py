@@ -12,7 +12,7 @@ from rich.console import Console
 from benchmarks.harness.procs import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-EMBEDDER = "bench-minilm"  # the name throughput.py imports it under, so stores are shared
+EMBEDDER = "bench-minilm"  # throughput.py imports it under this name too, so stores are shared
 SERVE = [sys.executable, "-m"]
 console = Console()
 

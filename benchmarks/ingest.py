@@ -28,7 +28,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +46,7 @@ from benchmarks.harness.ingest_run import (  # noqa: E402
 from benchmarks.harness.machine import loadavg, machine_info, machine_line, versions  # noqa: E402
 from benchmarks.harness.procs import stop_all_servers  # noqa: E402
 from benchmarks.harness.report import append_markdown  # noqa: E402
-from benchmarks.harness.stack import import_minilm  # noqa: E402
-
-console = Console()
+from benchmarks.harness.stack import console, import_minilm  # noqa: E402
 
 
 def print_result(result: IngestResult) -> None:

@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 
 from benchmarks.harness.backend_ingest import ingest as ingest_documents
 from benchmarks.harness.beir import BeirData
 from benchmarks.harness.machine import loadavg
 from benchmarks.harness.procs import Server
-from benchmarks.harness.stack import ROOT, start_services
+from benchmarks.harness.stack import ROOT, console, start_services
 
-console = Console()
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "scifact"
 TARGET = 1.25
 

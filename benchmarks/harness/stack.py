@@ -14,7 +14,7 @@ from benchmarks.harness.procs import Server, free_port
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDER = "bench-minilm"  # throughput.py imports it under this name too, so stores are shared
 SERVE = [sys.executable, "-m"]
-console = Console()
+console = Console()  # one console for ingest.py's logs, status and tables
 
 
 def import_minilm(home: Path, root: Path = ROOT) -> None:

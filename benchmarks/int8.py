@@ -40,9 +40,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.harness import inprocess
-from benchmarks.harness.beir import METRICS, evaluate, load_beir, select_subset
+from benchmarks.harness.beir import DEFAULT_DATA, METRICS, evaluate, load_beir, select_subset
 from benchmarks.harness.embed_cache import RESULTS, minilm_path
-from benchmarks.quality_inprocess import DEFAULT_DATA, TOP, top_k_runs
+from benchmarks.harness.topk import TOP, top_k_runs
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 PRECISIONS = ("fp32", "int8")

@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import ingest as ingest_bench  # noqa: E402
+from benchmarks.harness.backend_ingest import ingest as ingest_documents  # noqa: E402
 from benchmarks.harness.beir import BeirData, load_beir  # noqa: E402
+from benchmarks.harness.ingest_run import DEFAULT_DATA  # noqa: E402
 from benchmarks.harness.machine import loadavg, machine_info, machine_line  # noqa: E402
 from benchmarks.harness.procs import stop_all_servers  # noqa: E402
 from benchmarks.harness.report import append_markdown, pct  # noqa: E402
-from benchmarks.quality import ingest as ingest_documents  # noqa: E402
+from benchmarks.harness.stack import import_minilm, start_services  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 
@@ -162,7 +163,7 @@ async def ingest_and_measure(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(ingest_bench.DEFAULT_DATA))
+    p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--docs", type=int, default=500, help="documents per ingest phase")
     p.add_argument("--per-client", type=int, default=4, help="queries per client per load")
     p.add_argument("--src", help="run the services from this source tree (before/after)")
@@ -170,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", metavar="MD")
     args = p.parse_args(argv)
     os.chdir(ROOT)
-    if args.src:
-        ingest_bench.ROOT = Path(args.src).resolve()  # where start_services runs the servers
+    # where the servers run from (and whose tests/ find the model)
+    src = Path(args.src).resolve() if args.src else ROOT
     started = dt.datetime.now(dt.UTC)
     load_start = loadavg()
     beir = load_beir(args.data, "train")
@@ -180,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         home = work / "bentoml_home"
         try:
-            ingest_bench.import_minilm(home)
-            ml, backend = ingest_bench.start_services(work, home)
+            import_minilm(home, src)
+            ml, backend = start_services(work, home, src)
 
             async def idle_ingest() -> float:
                 async with httpx.AsyncClient(base_url=backend.url, timeout=600) as client:

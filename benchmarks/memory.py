@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.soak import Service, machine, prepare_store, start_ml_api  # noqa: E402
-from benchmarks.throughput import append_markdown  # noqa: E402
+from benchmarks.harness.report import append_markdown  # noqa: E402
+from benchmarks.harness.soak.report import machine  # noqa: E402
+from benchmarks.harness.soak.services import Service, prepare_store, start_ml_api  # noqa: E402
 
 WORDS = ["tide", "harbour", "keeper", "lantern", "mooring", "vessel", "ledger", "storm"]
 

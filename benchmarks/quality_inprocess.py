@@ -39,11 +39,10 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.store.sparse import BM25Encoder
-from benchmarks.harness.beir import METRICS, evaluate, load_beir, ranking_from_scores, select_subset
+from benchmarks.harness.beir import DEFAULT_DATA, METRICS, evaluate, load_beir, select_subset
 from benchmarks.harness.embed_cache import RESULTS, reference_embeddings
+from benchmarks.harness.topk import TOP, Run, top_k_runs
 
-DEFAULT_DATA = Path("/work/shared/eval/scifact")
-TOP = 100  # results per query (Recall@100)
 # Lucene's EnglishAnalyzer default stop set (33 words), for comparison with the NLTK list.
 _LUCENE = (
     "a an and are as at be but by for if in into is it no not of on or such that the their then "
@@ -53,23 +52,9 @@ LUCENE_STOP_WORDS = frozenset(_LUCENE.split())
 
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
-Run = dict[str, dict[str, float]]
 
 
 # -- exact in-process scoring -----------------------------------------------------------------
-
-
-def top_k_runs(qids: Sequence[str], dids: Sequence[str], scores: np.ndarray, k: int) -> Run:
-    """{query: {doc: rank-derived score}} from a (queries x docs) score matrix; ties by doc id."""
-    run: Run = {}
-    k = min(k, scores.shape[1])
-    for row, qid in enumerate(qids):
-        s = scores[row]
-        part = np.argpartition(-s, k - 1)[:k] if k < len(s) else np.arange(len(s))
-        # candidates at the boundary score may tie with excluded docs; good enough at k=100
-        cand = {dids[j]: float(s[j]) for j in part if np.isfinite(s[j])}
-        run[qid] = ranking_from_scores(cand, k)
-    return run
 
 
 def bm25_matrix(

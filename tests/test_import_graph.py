@@ -247,3 +247,18 @@ def test_the_benchmark_harness_imports_no_benchmark() -> None:
         if under(dep, "benchmarks") and dep != "benchmarks" and not under(dep, "benchmarks.harness")
     ]
     assert not bad, "\n".join(bad)
+
+
+def test_no_benchmark_imports_another() -> None:
+    """Each benchmark script is an entry point, not a library: what two of them share lives in
+    benchmarks/harness/, so changing one script cannot break another."""
+    bad = [
+        f"{name} -> {dep}"
+        for name, mod in GRAPH.items()
+        if under(name, "benchmarks")
+        for dep in {**mod.runtime, **mod.type_only}
+        if under(dep, "benchmarks")
+        and dep not in ("benchmarks", name)
+        and not under(dep, "benchmarks.harness")
+    ]
+    assert not bad, "benchmarks importing another benchmark:\n" + "\n".join(sorted(bad))

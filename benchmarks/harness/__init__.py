@@ -1,2 +1,3 @@
-"""What the benchmarks share (processes and ports, machine info, report tables, in-process
-runtimes). Every benchmark imports from here; no benchmark imports another one."""
+"""What the benchmarks share (processes and ports, the ml-api + backend stack, machine info,
+report tables, BEIR helpers, in-process runtimes) and the parts of the two largest benchmarks
+(`soak/`, `throughput/`). Every benchmark imports from here; no benchmark imports another one."""

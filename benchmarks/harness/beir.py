@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytrec_eval
 
+# Where the benchmarks find BEIR SciFact unless told otherwise (never copied into the repo).
+DEFAULT_DATA = Path("/work/shared/eval/scifact")
 # Metric names as reported, and the pytrec_eval measures they come from.
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 _TREC_MEASURES = {"ndcg_cut.10", "recall.10", "recall.100"}

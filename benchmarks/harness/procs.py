@@ -1,5 +1,6 @@
 """Server processes for benchmarks: each in its own process group, started until a ready URL
-answers, stopped as a group (also on Ctrl-C, with `stop_all_servers`), on a free port."""
+answers, stopped with its whole process tree by ragctl's `stop_tree` (also on Ctrl-C, with
+`stop_all_servers`), on a free port."""
 
 from __future__ import annotations
 
@@ -12,21 +13,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ragctl.processes import stop_tree
+
 _SERVERS: list[Server] = []
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM a server's process group, SIGKILL it after `timeout`, then kill whatever is left
-    in the group (workers that outlived their parent)."""
+    """Stop a server as `ragctl` does (its process group and every descendant, SIGKILL after
+    `timeout`), then kill whatever is left in its group (workers that outlived their parent)."""
     if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
+        # BentoML's worker runs in a process group of its own: a killpg alone leaves it bound
+        # to the port, so the tree is collected and signalled by ragctl's helper.
+        stop_tree([proc.pid], timeout=timeout)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 

@@ -15,7 +15,7 @@ import pytest
 from stack import ROOT
 
 from benchmarks import quality
-from benchmarks.harness import beir
+from benchmarks.harness import backend_ingest, beir
 
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
 from backend_support import launch_backend
@@ -50,7 +50,7 @@ def test_subset_quality_per_mode(
 
 async def _evaluate(url: str, data: beir.BeirData) -> dict[str, float]:
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-        rep = await quality.ingest(client, data, concurrency=8, timeout_s=600)
+        rep = await backend_ingest.ingest(client, data, concurrency=8, timeout_s=600)
         assert not rep.failed
         out = {}
         for mode in FLOOR:

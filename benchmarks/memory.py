@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness.machine import machine_summary  # noqa: E402
 from benchmarks.harness.report import append_markdown  # noqa: E402
-from benchmarks.harness.soak.report import machine  # noqa: E402
 from benchmarks.harness.soak.services import Service, prepare_store, start_ml_api  # noqa: E402
 
 WORDS = ["tide", "harbour", "keeper", "lantern", "mooring", "vessel", "ledger", "storm"]
@@ -114,7 +114,7 @@ def main() -> int:
         [
             f"## ml-api memory after large batches ({stamp})",
             "",
-            f"`uv run python benchmarks/memory.py --rounds {args.rounds}` on {machine()}; "
+            f"`uv run python benchmarks/memory.py --rounds {args.rounds}` on {machine_summary()}; "
             "all-MiniLM-L6-v2 on CPU. Load: per round 4 batches of 64 x 512 tokens, 16 of 8 "
             "mixed-length texts, 32 single short texts, 4 in flight. RSS of the service's "
             "process tree in MB; growth = rest vs warm. Target: within 10%.",

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import platform
 import shlex
 import sys
 import time
@@ -56,6 +55,7 @@ from benchmarks.harness.beir import (
     percentile,
     select_subset,
 )
+from benchmarks.harness.machine import machine_summary
 
 
 @dataclass
@@ -160,26 +160,6 @@ def reference_run(data_dir: Path, split: str, data: BeirData, threads: int) -> t
 
 
 # -- machine and report --------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = f", {int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{ram}, {platform.system()} {platform.release()}"
 
 
 def fmt(v: float | None, digits: int = 4) -> str:
@@ -334,7 +314,7 @@ async def amain(args: argparse.Namespace, transport: httpx.AsyncBaseTransport | 
         header = [
             f"## Retrieval quality: {args.data.name} ({args.split}), {when}",
             "",
-            f"- machine: {machine()}",
+            f"- machine: {machine_summary()}",
             f"- command: `{shlex.join(['python', *sys.argv])}`",
             f"- backend: {args.url}; Qdrant {qd.get('mode')}; embedder {ml.get('embedder')}; "
             f"reranker {reranker}",

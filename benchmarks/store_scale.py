@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.harness.machine import machine_summary
 
 DEFAULT_DATA = Path("/work/shared/eval/scifact")
 DEFAULT_CACHE = Path.home() / ".cache" / "ragstack-bench"
@@ -712,17 +713,6 @@ def f(x: Any, nd: int = 1) -> str:
     return f"{x:,.{nd}f}"
 
 
-def machine() -> str:
-    cpu = "?"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, {platform.platform()}"
-
-
 def versions() -> str:
     from importlib.metadata import version
 
@@ -992,7 +982,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         head = (
             f"## Store scale (`store_scale.py`), {started:%Y-%m-%d %H:%M} UTC\n\n"
-            f"Machine: {machine()}. {versions()}. Command: `{cmd}`.\n"
+            f"Machine: {machine_summary()}. {versions()}. Command: `{cmd}`.\n"
         )
         with open(a.append, "a", encoding="utf-8") as fh:
             fh.write("\n" + head + "\n" + "\n\n".join(sections) + "\n")

@@ -41,6 +41,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_summary() -> str:
+    """One line for a report's header: CPU, cores, RAM, OS, Python."""
+    m = machine_info()
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['ram_gb']:.0f} GiB RAM, {m['os']}, "
+        f"Python {m['python']}"
+    )
+
+
 def machine_line(m: dict[str, Any], device: str) -> str:
     where = (
         f"GPU {m['gpu']}, every contender on CUDA"

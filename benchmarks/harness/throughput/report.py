@@ -374,7 +374,11 @@ def build_report(b: Bench) -> tuple[list[str], list[Section], dict[str, Any]]:
             )
         )
     else:
-        rows.append(target("ingest through the backend", "skipped (--no-ingest)", f"≤ {INGEST_TARGET}x", None))
+        rows.append(
+            target(
+                "ingest through the backend", "skipped (--no-ingest)", f"≤ {INGEST_TARGET}x", None
+            )
+        )
     sections.insert(
         0,
         Section(

@@ -116,6 +116,19 @@ class Server:
                 total += t.user + t.system
         return total
 
+    def main_thread_cpu_seconds(self) -> float:
+        """CPU of each process's main thread: in a BentoML worker that is the event loop (HTTP,
+        validation, our middlewares), apart from ONNX Runtime's and the batcher's threads."""
+        import psutil
+
+        total = 0.0
+        for p in self._tree():
+            with contextlib.suppress(psutil.Error):
+                for t in p.threads():
+                    if t.id == p.pid:
+                        total += t.user_time + t.system_time
+        return total
+
     def rss_mb(self) -> float:
         import psutil
 

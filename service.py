@@ -21,6 +21,7 @@ from serving import clientlog, cohere, compat, prompts
 from serving.edge import EdgeMiddleware
 from serving.engine import Engine
 from serving.errors import APIError, Style, error_response
+from serving.fastpath import FastPathMiddleware
 from serving.guard import RequestGuard, fields_from_openapi
 from serving.info import info_app
 from serving.openapi import with_error_responses, with_model_limits
@@ -418,3 +419,5 @@ MLService.add_asgi_middleware(  # type: ignore[attr-defined]
 )
 # Inside the edge: a bad X-Priority is answered only after the API key was checked.
 MLService.add_asgi_middleware(PriorityMiddleware)  # type: ignore[attr-defined]
+# Innermost of ours: after all the checks above, a valid body goes straight to the method.
+MLService.add_asgi_middleware(FastPathMiddleware, service=MLService)  # type: ignore[attr-defined]

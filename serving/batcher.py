@@ -46,13 +46,23 @@ class Overloaded(Exception):
 
 
 @dataclass(eq=False)
+class _Request:
+    """One `submit` call: its items' results are collected here, behind a single future, so a
+    request costs one future and one wake-up of its event loop, not one per item."""
+
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+    results: list[Any]
+    pending: int  # items without a result yet; only the event loop's thread touches it
+    started: float = 0.0  # when the first batch holding one of its items started
+
+
+@dataclass(eq=False)
 class _Item(Generic[T]):
     payload: T
     tokens: int
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    enqueued: float
-    started: float = 0.0
+    request: _Request
+    index: int  # position in the request's results
 
 
 @dataclass
@@ -131,9 +141,11 @@ class Batcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         total = sum(tokens)
+        if not payloads:
+            return [], BatchStats()
+        request = _Request(loop.create_future(), loop, [None] * len(payloads), len(payloads))
         items = [
-            _Item(p, t, loop.create_future(), loop, now)
-            for p, t in zip(payloads, tokens, strict=True)
+            _Item(p, t, request, k) for k, (p, t) in enumerate(zip(payloads, tokens, strict=True))
         ]
         state = self._lanes[lane]
         with self._cond:
@@ -146,17 +158,15 @@ class Batcher(Generic[T, R]):
             state.queued_tokens += total
             self._cond.notify()
         try:
-            results = await asyncio.gather(*(i.future for i in items))
+            await request.future
         except asyncio.CancelledError:
             # The client went away: items not started yet are skipped by the worker.
-            for i in items:
-                i.future.cancel()
+            request.future.cancel()
             raise
         done = time.perf_counter()
-        first_start = min(i.started for i in items)
-        return list(results), BatchStats(
-            queue_ms=(first_start - now) * 1000,
-            inference_ms=(done - first_start) * 1000,
+        return request.results, BatchStats(
+            queue_ms=(request.started - now) * 1000,
+            inference_ms=(done - request.started) * 1000,
             tokens=total,
         )
 
@@ -216,25 +226,33 @@ class Batcher(Generic[T, R]):
             self._run_batch(picked[1], picked[0])
 
     def _run_batch(self, batch: list[_Item[T]], lane: Lane) -> None:
-        dropped = sum(i.tokens for i in batch if i.future.cancelled())
-        batch = [i for i in batch if not i.future.cancelled()]
+        dropped = sum(i.tokens for i in batch if i.request.future.cancelled())
+        batch = [i for i in batch if not i.request.future.cancelled()]
         if dropped:
             self._release(lane, dropped)
         if not batch:
             return
         start = time.perf_counter()
         for i in batch:
-            i.started = start
+            if not i.request.started:
+                i.request.started = start
         tokens = sum(i.tokens for i in batch)
+        # One call_soon_threadsafe per event loop and batch (each one wakes that loop), not one
+        # per item: under load a batch holds dozens of single-text requests.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Item[T]]] = {}
+        for i in batch:
+            by_loop.setdefault(i.request.loop, []).append(i)
         try:
             results = self._run([i.payload for i in batch])
         except Exception as exc:  # the model failed: fail these requests, keep serving
             log.exception("batch failed", extra={"batcher": self.name, "size": len(batch)})
-            for i in batch:
-                i.loop.call_soon_threadsafe(_set_exception, i.future, exc)
+            for loop, items in by_loop.items():
+                loop.call_soon_threadsafe(_fail, items, exc)
         else:
             for i, r in zip(batch, results, strict=True):
-                i.loop.call_soon_threadsafe(_set_result, i.future, r)
+                i.request.results[i.index] = r
+            for loop, items in by_loop.items():
+                loop.call_soon_threadsafe(_deliver, items)
         elapsed = time.perf_counter() - start
         self._release(lane, tokens)
         if elapsed > 0:
@@ -250,11 +268,16 @@ class Batcher(Generic[T, R]):
             self._lanes[lane].queued_tokens -= tokens
 
 
-def _set_result(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
+def _deliver(items: list[_Item[Any]]) -> None:
+    """In the event loop: count the items' results in; a request completes with its last one."""
+    for i in items:
+        request = i.request
+        request.pending -= 1
+        if not request.pending and not request.future.done():
+            request.future.set_result(None)
 
 
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _fail(items: list[_Item[Any]], exc: BaseException) -> None:
+    for i in items:
+        if not i.request.future.done():
+            i.request.future.set_exception(exc)

@@ -86,17 +86,31 @@ class EdgeMiddleware:
 
         received = 0
         too_large = timed_out = False
-        body_done = asyncio.Event()
-        response_started = False
+        body_done = response_started = app_done = disconnected = False
         started = time.monotonic()
+        # The app runs in this task (no task of its own): a request costs one extra task, the
+        # disconnect watcher, and only once its body has been read.
+        task = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+
+        async def cancel_on_disconnect() -> None:
+            nonlocal disconnected
+            # Once the body is read, the next message can only be the client going away.
+            message = await receive()
+            if message["type"] == "http.disconnect" and not response_started and not app_done:
+                disconnected = True
+                task.cancel()
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large, timed_out
-            if body_done.is_set():
+            nonlocal received, too_large, timed_out, body_done, watcher
+            if body_done:
                 return await receive()
             left = started + self.body_timeout_s + received / BODY_MIN_RATE - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), max(left, 0.001))
+                # A timer on this task, not wait_for's extra task per message.
+                async with asyncio.timeout(max(left, 0.001)):
+                    message = await receive()
             except TimeoutError:
                 timed_out = True  # BentoML turns the exception into a 500, replaced below
                 raise _BodyTimeout from None
@@ -108,7 +122,8 @@ class EdgeMiddleware:
                     too_large = True
                     raise _PayloadTooLarge
                 if not message.get("more_body"):
-                    body_done.set()
+                    body_done = True
+                    watcher = asyncio.ensure_future(cancel_on_disconnect())
             return message
 
         error_start: Message | None = None
@@ -137,18 +152,11 @@ class EdgeMiddleware:
                 return
             await _send_error(send, error_start, b"".join(chunks), style)
 
-        app_task = asyncio.ensure_future(self.app(scope, limited_receive, rewriting_send))
-
-        async def cancel_on_disconnect() -> None:
-            # Once the body is read, the next message can only be the client going away.
-            await body_done.wait()
-            message = await receive()
-            if message["type"] == "http.disconnect" and not response_started:
-                app_task.cancel()
-
-        watcher = asyncio.ensure_future(cancel_on_disconnect())
         try:
-            await app_task
+            try:
+                await self.app(scope, limited_receive, rewriting_send)
+            finally:
+                app_done = True  # from here on a disconnect cancels nothing
         except _PayloadTooLarge:
             if not response_started:
                 await reply(payload_too_large(limit))
@@ -156,12 +164,14 @@ class EdgeMiddleware:
             if not response_started:
                 await reply(body_timeout(received, self.body_timeout_s))
         except asyncio.CancelledError:
-            if not app_task.cancelled():
+            if not disconnected:
                 raise  # we ourselves are being cancelled
+            task.uncancel()  # the client went away: the request simply ends
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     def _authorized(self, scope: Scope) -> bool:
         for k, v in scope.get("headers", []):

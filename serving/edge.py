@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ragstack_common.http import bearer_matches
 from serving.errors import APIError, error_response, payload_too_large, rewrite_error, style_for
 
 Scope = MutableMapping[str, Any]
@@ -176,10 +176,7 @@ class EdgeMiddleware:
     def _authorized(self, scope: Scope) -> bool:
         for k, v in scope.get("headers", []):
             if k.lower() == b"authorization":
-                scheme, _, token = v.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(
-                    token.strip().encode(), (self.api_key or "").encode()
-                )
+                return bearer_matches(v.decode("latin-1"), self.api_key or "")
         return False
 
 

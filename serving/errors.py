@@ -8,12 +8,13 @@ shape; `serving/edge.py` rewrites those into a 422 in the route's shape, naming 
 
 from __future__ import annotations
 
-import math
 import re
 from enum import StrEnum
 
 import orjson
 from starlette.responses import Response
+
+from ragstack_common.http import retry_after_header
 
 
 class Style(StrEnum):
@@ -89,9 +90,7 @@ def error_body(
 
 
 def error_response(style: Style, err: APIError) -> Response:
-    headers = {}
-    if err.retry_after_s is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    headers = retry_after_header(err.retry_after_s) if err.retry_after_s is not None else {}
     return Response(
         orjson.dumps(error_body(style, err.status, err.message, err.param, err.code)),
         status_code=err.status,

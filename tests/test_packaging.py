@@ -88,6 +88,7 @@ def test_bento_build(model_store: Path, tmp_path: Path) -> None:
     assert packed == {TINY_EMBEDDER, TINY_RERANKER}
     assert (bento / "src" / "service.py").exists()
     assert (bento / "src" / "serving" / "batcher.py").exists()
+    assert (bento / "src" / "ragstack_common" / "http.py").exists()  # serving imports it
     # The runtime the service loads, not the build side (hub, export, quantize, import).
     assert (bento / "src" / "models" / "runtime" / "embedder" / "onnx.py").exists()
     assert not (bento / "src" / "models" / "build").exists()

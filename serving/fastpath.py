@@ -31,7 +31,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from serving.edge import ASGIApp, Message, Receive, Scope, Send
+from serving.body import read_body, replaying
+from serving.edge import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +91,14 @@ class FastPathMiddleware:
             await self.app(scope, receive, send)
             return
 
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before sending its body
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away before sending its body
         try:
             data = route.method.input_spec.model_validate_json(body or b"{}")
         except ValidationError:
             # BentoML validates again and answers (and logs) its own way.
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replaying(body, receive), send)
             return
 
         kwargs = {k: getattr(data, k) for k in route.fields}
@@ -162,19 +157,6 @@ def _current_instance() -> Any:
         return get_current_service()
     except Exception:  # not instantiated yet (or already shut down)
         return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _error_response(exc: Exception, request: Request) -> Response:

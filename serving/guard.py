@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from serving.edge import ASGIApp, Message, Receive, Scope, Send
+from serving.body import read_body, replaying
+from serving.edge import ASGIApp, Receive, Scope, Send
 from serving.errors import APIError, error_response, style_for
 
 # Names other servers use for what we call something else, for a helpful 422.
@@ -67,15 +68,9 @@ class RequestGuard:
         async def reply(err: APIError) -> None:
             await error_response(style_for(path), err)(scope, receive, send)
 
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before sending its body
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away before sending its body
         headers = list(scope.get("headers", []))
         content_type = next((v.decode("latin-1") for k, v in headers if k == b"content-type"), "")
         try:
@@ -103,16 +98,7 @@ class RequestGuard:
             headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}
 
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
 def _unknown_fields(unknown: list[str], allowed: frozenset[str]) -> APIError:

@@ -22,6 +22,23 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
+def section_markdown(s: Section, aligns: list[str]) -> list[str]:
+    """A section as Markdown lines: its heading, the table (`aligns`: "---" or "---:" per
+    column) and its notes."""
+
+    def esc(c: str) -> str:
+        return c.replace("|", "\\|")
+
+    lines = ["", f"### {s.title}", ""]
+    lines.append("| " + " | ".join(esc(c) for c in s.columns) + " |")
+    lines.append("| " + " | ".join(aligns) + " |")
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in s.rows]
+    if s.notes:
+        lines.append("")
+        lines += [f"{n}  " for n in s.notes]
+    return lines
+
+
 def f0(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmarks.harness.machine import machine_summary
-from benchmarks.harness.report import Section, f0, f1, pct
+from benchmarks.harness.report import Section, f0, f1, pct, section_markdown
 from benchmarks.harness.soak.bookkeeping import KindStats, median
 from benchmarks.harness.soak.common import (
     ROOT,
@@ -582,19 +582,9 @@ def _numeric(cell: str) -> bool:
 
 
 def markdown(title: str, header: list[str], sections: list[Section]) -> str:
-    def esc(c: str) -> str:
-        return c.replace("|", "\\|")
-
     lines = [title, ""]
     lines += [f"- {h}" for h in header]
     for s in sections:
-        lines += ["", f"### {s.title}", ""]
-        lines.append("| " + " | ".join(esc(c) for c in s.columns) + " |")
         numeric = [all(_numeric(row[i]) for row in s.rows) and i > 0 for i in range(len(s.columns))]
-        lines.append("| " + " | ".join("---:" if n else "---" for n in numeric) + " |")
-        for row in s.rows:
-            lines.append("| " + " | ".join(esc(c) for c in row) + " |")
-        if s.notes:
-            lines.append("")
-            lines += [f"{n}  " for n in s.notes]
+        lines += section_markdown(s, ["---:" if n else "---" for n in numeric])
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from benchmarks.harness.ingest_run import TARGET as INGEST_TARGET
 from benchmarks.harness.machine import machine_line, versions
-from benchmarks.harness.report import Section, f0, f1, pct, ratio
+from benchmarks.harness.report import Section, f0, f1, pct, ratio, section_markdown
 from benchmarks.harness.throughput.bench import Bench
 from benchmarks.harness.throughput.common import PASSAGES_PER_QUERY, console
 from benchmarks.harness.throughput.results import Run
@@ -437,20 +437,9 @@ def print_report(header: list[str], sections: list[Section]) -> None:
 
 
 def markdown(header: list[str], sections: list[Section], quick: bool) -> str:
-    def esc(c: str) -> str:
-        return c.replace("|", "\\|")
-
     title = "## Throughput run" + (" (--quick smoke run)" if quick else "")
     lines = [title, ""]
     lines += [f"- {h}" for h in header]
     for s in sections:
-        lines += ["", f"### {s.title}", ""]
-        lines.append("| " + " | ".join(esc(c) for c in s.columns) + " |")
-        aligns = ["---" if i < 3 else "---:" for i in range(len(s.columns))]
-        lines.append("| " + " | ".join(aligns) + " |")
-        for row in s.rows:
-            lines.append("| " + " | ".join(esc(c) for c in row) + " |")
-        if s.notes:
-            lines.append("")
-            lines += [f"{n}  " for n in s.notes]
+        lines += section_markdown(s, ["---" if i < 3 else "---:" for i in range(len(s.columns))])
     return "\n".join(lines) + "\n"

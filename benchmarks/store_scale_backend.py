@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,16 +113,16 @@ class BackendEngine:
         """The backend's maintenance step, forced, given `seconds` to finish."""
         from backend.store import maintenance
 
-        before = [c.shard_dir for c in self.store.open_collections()]
         fut = asyncio.run_coroutine_threadsafe(
             maintenance.maintain(self.store, force=True), self.loop
         )
         try:
-            fut.result(seconds)
+            done = fut.result(seconds)
         except TimeoutError:
             fut.cancel()
             with contextlib.suppress(BaseException):
                 fut.result(60)
             return {"build": f"not finished in {seconds:.0f} s (cancelled)"}
-        after = [c.shard_dir for c in self.store.open_collections()]
-        return {"build": "swapped in" if after != before else "not swapped (see log)"}
+        if not done:
+            return {"build": "not swapped (see log)"}
+        return {"build": "swapped in", **dataclasses.asdict(done[0])}

@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import qdrant_edge as qe
@@ -59,21 +60,40 @@ def record_write(store: EdgeStore, c: Collection, op: qe.UpdateOperation, points
         journal.ops.append(op)
 
 
+@dataclass(frozen=True)
+class RebuildStats:
+    """What one rebuild cost, in seconds; `flush_s` and `load_s` are the calls that hold the GIL
+    (pause the serving process), the rest runs beside the serving path."""
+
+    collection: str
+    flush_s: float
+    copy_s: float
+    build_s: float
+    load_s: float
+    replayed: int
+    swap_s: float  # from the end of the build to the new shard serving (load + replay)
+
+
 def needs_rebuild(c: Collection, points: int) -> bool:
     return points >= REBUILD_MIN_POINTS and c.writes_since_build >= REBUILD_FRACTION * points
 
 
-async def maintain(store: EdgeStore, *, force: bool = False) -> None:
-    """Rebuild every open collection that needs it (one at a time)."""
+async def maintain(store: EdgeStore, *, force: bool = False) -> list[RebuildStats]:
+    """Rebuild every open collection that needs it (one at a time); what each rebuild cost."""
+    done: list[RebuildStats] = []
     for c in list(store.open_collections()):
         if c.rebuilding:
             continue
         info = await store._run(c.shard.info)
         if force or needs_rebuild(c, info.points_count):
-            await rebuild(store, c)
+            stats = await rebuild(store, c)
+            if stats is not None:
+                done.append(stats)
+    return done
 
 
-async def rebuild(store: EdgeStore, c: Collection) -> None:
+async def rebuild(store: EdgeStore, c: Collection) -> RebuildStats | None:
+    """Rebuild `c` beside itself and swap it in; None when the build failed (logged)."""
     c.rebuilding = True
     started = time.monotonic()
     new_name = f"shard-{uuid.uuid4().hex[:8]}"
@@ -115,22 +135,32 @@ async def rebuild(store: EdgeStore, c: Collection) -> None:
                 await store._run(shard.update, op)
             old_dir = c.shard_dir
             old = c.swap(new_name, shard)
+        stats = RebuildStats(
+            collection=c.name,
+            flush_s=flushed,
+            copy_s=copied - started - flushed,
+            build_s=built - copied,
+            load_s=loaded,
+            replayed=len(journal.ops) if journal else 0,
+            swap_s=time.monotonic() - built,
+        )
         # flush and load hold the GIL (they pause the process); the rest does not.
         log.info(
             "rebuilt collection %s: flush %.2f s + copy %.1f s, index build %.1f s (child "
             "process), load %.2f s, %d writes replayed, swap done %.1f s after the build",
-            c.name,
-            flushed,
-            copied - started - flushed,
-            built - copied,
-            loaded,
-            len(journal.ops) if journal else 0,
-            time.monotonic() - built,
+            stats.collection,
+            stats.flush_s,
+            stats.copy_s,
+            stats.build_s,
+            stats.load_s,
+            stats.replayed,
+            stats.swap_s,
         )
         store.retiring.append((old, old_dir))
         asyncio.get_running_loop().call_later(
             CLOSE_OLD_AFTER_S, lambda: asyncio.ensure_future(retire(store, old, old_dir))
         )
+        return stats
     except BaseException as exc:
         c.journal = None
         if isinstance(exc, Exception):
@@ -138,6 +168,7 @@ async def rebuild(store: EdgeStore, c: Collection) -> None:
         await asyncio.to_thread(shutil.rmtree, new_dir, True)
         if not isinstance(exc, Exception):
             raise
+        return None
     finally:
         c.rebuilding = False
 

@@ -855,7 +855,7 @@ def maint_cell(m: Any) -> str:
     if not isinstance(m, dict) or not m:
         return "-"
     parts = [m.get("build", "")]
-    for k in ("flush_s", "copy_s", "build_s", "load_s", "swap_s"):
+    for k in ("flush_s", "copy_s", "build_s", "load_s", "swap_s", "locked_s"):
         if k in m:
             parts.append(f"{k[:-2]} {m[k]:.2f} s")
     return ", ".join(parts)

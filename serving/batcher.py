@@ -12,12 +12,22 @@ starved. There is no timer: a lone request runs at once, and under load batches 
 themselves while the previous one computes. Each lane has its own queue bound; work beyond it is
 refused with `Overloaded` (-> 429 + Retry-After) instead of queueing without bound — for bulk
 callers that is the backpressure signal.
+
+A pass cannot be pre-empted once started, and on a CPU a bulk pass shares the cores with
+everything else the host runs. So a `BackgroundRunner` can take the bulk lane off the model
+worker: its own threads, at a lower OS priority (Linux: per-thread nice), run bulk passes with
+their own callable (e.g. a single-threaded session of the same model). An interactive pass then
+never waits behind a bulk pass, and the kernel gives interactive work the cores first. Bulk is
+still guaranteed a share: after `yield_after` interactive passes during which a bulk pass could
+not finish, the model worker waits for one to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +44,31 @@ R = TypeVar("R")  # what it returns per item
 
 Lane = Literal["interactive", "bulk"]
 LANES: tuple[Lane, ...] = ("interactive", "bulk")
+
+
+@dataclass(frozen=True)
+class BackgroundRunner(Generic[T, R]):
+    """Bulk passes on their own threads, at a lower OS priority than interactive ones."""
+
+    run: Callable[[list[T]], Sequence[R]]
+    threads: int = 1
+    nice: int = 19  # added to the process's niceness, per thread (Linux); 0: same priority
+    yield_after: int = 32  # interactive passes while bulk is stuck before bulk gets the cores
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Make the calling thread `nice` steps less favoured by the scheduler. On Linux a thread is
+    a task with its own niceness, so this leaves the rest of the process alone; elsewhere
+    setpriority would reach the whole process, so nothing is done. False when not applied."""
+    if nice <= 0 or sys.platform != "linux":
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # e.g. a seccomp profile that refuses it: bulk still runs apart
+        log.warning("could not lower the bulk runner's priority: %s", exc)
+        return False
+    return True
 
 
 class Overloaded(Exception):
@@ -96,10 +131,10 @@ class Batcher(Generic[T, R]):
         max_queued_bulk_tokens: int | None = None,
         bulk_token_budget: int | None = None,
         bulk_every: int = 4,
+        background: BackgroundRunner[T, R] | None = None,
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
         self.name = name
-        self._run = run
         self.token_budget = token_budget
         self.max_items = max_items
         self.max_queued_tokens = max_queued_tokens
@@ -113,16 +148,41 @@ class Batcher(Generic[T, R]):
             ),
         }
         self._passes_since_bulk = 0
+        self._background = background
+        self._bulk_running = 0  # bulk passes in progress on the background threads
         self._cond = threading.Condition()
         self._closed = False
         # Recent throughput estimate (tokens/s), to size Retry-After sensibly.
         self._tokens_per_s = 0.0
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        # The model worker serves both lanes, or only the interactive one when bulk passes run
+        # on a background runner's threads.
+        own: tuple[Lane, ...] = ("interactive",) if background else LANES
+        self._threads = [
+            threading.Thread(
+                target=self._loop, args=(own, run, 0), name=f"batcher-{name}", daemon=True
+            )
+        ]
+        if background is not None:
+            self._threads += [
+                threading.Thread(
+                    target=self._loop,
+                    args=(("bulk",), background.run, background.nice),
+                    name=f"batcher-{name}-bulk-{k}",
+                    daemon=True,
+                )
+                for k in range(max(1, background.threads))
+            ]
+        for t in self._threads:
+            t.start()
 
     @property
     def queued_tokens(self) -> int:
         return sum(s.queued_tokens for s in self._lanes.values())
+
+    @property
+    def bulk_runner(self) -> str:
+        """Where bulk passes run: "background" (own low-priority threads) or "shared"."""
+        return "background" if self._background is not None else "shared"
 
     def lane_queued_tokens(self, lane: Lane) -> int:
         return self._lanes[lane].queued_tokens
@@ -156,7 +216,8 @@ class Batcher(Generic[T, R]):
                 raise Overloaded(self.retry_after_s(lane), lane)
             state.queue.extend(items)
             state.queued_tokens += total
-            self._cond.notify()
+            # All: with a background runner, the threads waiting here serve different lanes.
+            self._cond.notify_all()
         try:
             await request.future
         except asyncio.CancelledError:
@@ -174,7 +235,8 @@ class Batcher(Generic[T, R]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
 
     # -- worker thread -------------------------------------------------------------------------
 
@@ -182,25 +244,44 @@ class Batcher(Generic[T, R]):
         s = self._lanes[lane]
         return bool(s.planned or s.queue)
 
-    def _pick_lane(self) -> Lane:
+    def _pick_lane(self, lanes: tuple[Lane, ...]) -> Lane | None:
         """Interactive first; while both lanes wait, every bulk_every-th pass goes to bulk."""
+        if len(lanes) == 1:
+            lane = lanes[0]
+            if not self._has_work(lane) or (lane == "interactive" and self._bulk_owed()):
+                return None
+            return lane
         interactive, bulk = self._has_work("interactive"), self._has_work("bulk")
         if interactive and bulk:
             if self._passes_since_bulk >= self.bulk_every - 1:
                 return "bulk"
             return "interactive"
+        if not (interactive or bulk):
+            return None
         return "interactive" if interactive else "bulk"
 
-    def _next_batch(self) -> tuple[Lane, list[_Item[T]]] | None:
+    def _bulk_owed(self) -> bool:
+        """With a background runner: interactive passes have kept bulk from finishing a pass
+        for `yield_after` passes, so the model worker waits for one to finish."""
+        bg = self._background
+        return (
+            bg is not None
+            and (self._bulk_running > 0 or self._has_work("bulk"))
+            and self._passes_since_bulk >= bg.yield_after
+        )
+
+    def _next_batch(self, lanes: tuple[Lane, ...]) -> tuple[Lane, list[_Item[T]]] | None:
         with self._cond:
-            while not self._closed and not any(self._has_work(lane) for lane in LANES):
+            while not self._closed and (lane := self._pick_lane(lanes)) is None:
                 self._cond.wait()
-            if self._closed:
+            if self._closed or lane is None:
                 return None
-            lane = self._pick_lane()
             if lane == "bulk":
-                self._passes_since_bulk = 0
-            elif self._has_work("bulk"):
+                if self._background is not None:
+                    self._bulk_running += 1
+                else:
+                    self._passes_since_bulk = 0
+            elif self._has_work("bulk") or self._bulk_running:
                 self._passes_since_bulk += 1  # an interactive pass that bulk work waited for
             state = self._lanes[lane]
             if not state.planned:
@@ -218,14 +299,28 @@ class Batcher(Generic[T, R]):
                     state.planned.append([window[j] for j in idx])
             return lane, state.planned.popleft()
 
-    def _loop(self) -> None:
+    def _loop(
+        self, lanes: tuple[Lane, ...], run: Callable[[list[T]], Sequence[R]], nice: int
+    ) -> None:
+        if nice:
+            lower_thread_priority(nice)
         while True:
-            picked = self._next_batch()
+            picked = self._next_batch(lanes)
             if picked is None:
                 return
-            self._run_batch(picked[1], picked[0])
+            lane, batch = picked
+            try:
+                self._run_batch(batch, lane, run)
+            finally:
+                if lane == "bulk" and self._background is not None:
+                    with self._cond:
+                        self._bulk_running -= 1
+                        self._passes_since_bulk = 0
+                        self._cond.notify_all()
 
-    def _run_batch(self, batch: list[_Item[T]], lane: Lane) -> None:
+    def _run_batch(
+        self, batch: list[_Item[T]], lane: Lane, run: Callable[[list[T]], Sequence[R]]
+    ) -> None:
         dropped = sum(i.tokens for i in batch if i.request.future.cancelled())
         batch = [i for i in batch if not i.request.future.cancelled()]
         if dropped:
@@ -243,7 +338,7 @@ class Batcher(Generic[T, R]):
         for i in batch:
             by_loop.setdefault(i.request.loop, []).append(i)
         try:
-            results = self._run([i.payload for i in batch])
+            results = run([i.payload for i in batch])
         except Exception as exc:  # the model failed: fail these requests, keep serving
             log.exception("batch failed", extra={"batcher": self.name, "size": len(batch)})
             for loop, items in by_loop.items():

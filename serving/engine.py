@@ -15,7 +15,7 @@ import numpy as np
 from models.runtime.embedder.base import Embedder
 from models.runtime.reranker.base import EncodedPair, Reranker
 from models.runtime.settings import MLSettings
-from serving.batcher import Batcher, BatchStats, Overloaded
+from serving.batcher import BackgroundRunner, Batcher, BatchStats, Overloaded
 from serving.errors import APIError
 from serving.metrics import observe_batch
 from serving.priority import current_lane
@@ -52,6 +52,26 @@ def l2_normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(norms, 1e-12)
 
 
+def background_runner(
+    embedder: Embedder, settings: MLSettings, on_gpu: bool
+) -> BackgroundRunner[list[int], np.ndarray] | None:
+    """Bulk embedding passes on low-priority threads, when the settings and the runtime allow.
+    Only the embedder gets one: ingestion is embedding; a bulk rerank is rare and shares the
+    reranker's worker."""
+    if not settings.background_bulk(on_gpu):
+        return None
+    forward = embedder.background_forward()
+    if forward is None:
+        log.info("bulk passes share the model worker (the runtime has no background session)")
+        return None
+    return BackgroundRunner(
+        isolating(forward),
+        threads=settings.bulk_thread_count(),
+        nice=settings.bulk_nice,
+        yield_after=settings.bulk_yield_after,
+    )
+
+
 class Engine:
     def __init__(self, embedder: Embedder, reranker: Reranker | None, settings: MLSettings) -> None:
         self.embedder = embedder
@@ -60,6 +80,7 @@ class Engine:
         self.vocab_size = vocab_size(embedder.tokenizer_json())
         on_gpu = embedder.info.device.startswith("cuda")
         budget = settings.batch_token_budget(on_gpu)
+        background = background_runner(embedder, settings, on_gpu)
         self.embed_batcher: Batcher[list[int], np.ndarray] = Batcher(
             "embed",
             isolating(embedder.forward),
@@ -68,6 +89,7 @@ class Engine:
             max_queued_tokens=settings.max_queued_tokens,
             max_queued_bulk_tokens=settings.max_queued_bulk_tokens,
             bulk_token_budget=settings.bulk_token_budget(on_gpu),
+            background=background,
             on_batch=lambda n, t, s: observe_batch("embed", n, t, s),
         )
         self.rerank_batcher: Batcher[EncodedPair, float] | None = None

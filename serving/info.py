@@ -68,6 +68,7 @@ async def info(request: Request) -> JSONResponse:
                 "max_batch_items": engine.embed_batcher.max_items,
                 "max_queued_tokens": s.max_queued_tokens,
                 "max_queued_bulk_tokens": s.max_queued_bulk_tokens,
+                "embed_bulk_runner": engine.embed_batcher.bulk_runner,
                 "rerank_max_length": engine.reranker.info.max_length if engine.reranker else None,
             },
             "queue": {

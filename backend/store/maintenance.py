@@ -9,7 +9,8 @@ serving process would stall every request. Instead a collection is rebuilt besid
    `optimize()` there: the HNSW index is built and deleted points are vacuumed, on the child's
    GIL, while the server keeps answering from the live shard and takes new writes, which are
    also kept in a journal;
-3. under the write lock, the built shard is opened, the journal replayed on it, and
+3. the built shard is opened and the journal replayed on it while writes go on (they keep
+   feeding the journal); under the write lock, the last few writes are replayed and
    `store.json` renamed to point at it; the old shard is closed a little later (queries still
    running on it finish) and its folder removed.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -43,6 +45,10 @@ CHECK_INTERVAL_S = 60.0
 # Queries that picked the old shard just before the swap get this long to finish on it.
 CLOSE_OLD_AFTER_S = 10.0
 BUILD_TIMEOUT_S = 6 * 3600.0
+# Writes made during a build are replayed on the built shard outside the write lock until at
+# most this many are left; those are replayed under it, with the swap.
+CATCH_UP_TAIL = 16
+BUILD_NICE = 10
 
 
 class Journal:
@@ -72,6 +78,7 @@ class RebuildStats:
     load_s: float
     replayed: int
     swap_s: float  # from the end of the build to the new shard serving (load + replay)
+    locked_s: float  # writes waited this long for the last replay and the swap
 
 
 def needs_rebuild(c: Collection, points: int) -> bool:
@@ -98,6 +105,7 @@ async def rebuild(store: EdgeStore, c: Collection) -> RebuildStats | None:
     started = time.monotonic()
     new_name = f"shard-{uuid.uuid4().hex[:8]}"
     new_dir = c.folder / new_name
+    shard: qe.EdgeShard | None = None
     try:
         async with store.write_lock:
             t = time.monotonic()
@@ -126,28 +134,45 @@ async def rebuild(store: EdgeStore, c: Collection) -> RebuildStats | None:
         if proc.returncode != 0:
             raise RuntimeError(f"index build exited {proc.returncode}: {out.decode()[-2000:]}")
         built = time.monotonic()
+        # Nobody else sees the built shard yet: load it and replay the writes made during the
+        # build without the write lock (on a large store that backlog is minutes of ingest);
+        # only the last few writes are replayed under the lock, just before the swap.
+        t = time.monotonic()
+        shard = await store._run(qe.EdgeShard.load, str(new_dir))
+        loaded = time.monotonic() - t
+        journal = c.journal
+        replayed = 0
+        while journal is not None and len(journal.ops) - replayed > CATCH_UP_TAIL:
+            backlog = journal.ops[replayed:]
+            for op in backlog:
+                await store._run(shard.update, op)
+            replayed += len(backlog)
         async with store.write_lock:
             t = time.monotonic()
-            shard = await store._run(qe.EdgeShard.load, str(new_dir))
-            loaded = time.monotonic() - t
             journal, c.journal = c.journal, None
-            for op in journal.ops if journal else []:
+            tail = journal.ops[replayed:] if journal else []
+            for op in tail:
                 await store._run(shard.update, op)
+            replayed += len(tail)
             old_dir = c.shard_dir
             old = c.swap(new_name, shard)
+            shard = None  # serving now: the store closes it
+            locked = time.monotonic() - t
         stats = RebuildStats(
             collection=c.name,
             flush_s=flushed,
             copy_s=copied - started - flushed,
             build_s=built - copied,
             load_s=loaded,
-            replayed=len(journal.ops) if journal else 0,
+            replayed=replayed,
             swap_s=time.monotonic() - built,
+            locked_s=locked,
         )
         # flush and load hold the GIL (they pause the process); the rest does not.
         log.info(
             "rebuilt collection %s: flush %.2f s + copy %.1f s, index build %.1f s (child "
-            "process), load %.2f s, %d writes replayed, swap done %.1f s after the build",
+            "process), load %.2f s, %d writes replayed, swap done %.1f s after the build "
+            "(writes held %.2f s)",
             stats.collection,
             stats.flush_s,
             stats.copy_s,
@@ -155,6 +180,7 @@ async def rebuild(store: EdgeStore, c: Collection) -> RebuildStats | None:
             stats.load_s,
             stats.replayed,
             stats.swap_s,
+            stats.locked_s,
         )
         store.retiring.append((old, old_dir))
         asyncio.get_running_loop().call_later(
@@ -163,6 +189,9 @@ async def rebuild(store: EdgeStore, c: Collection) -> RebuildStats | None:
         return stats
     except BaseException as exc:
         c.journal = None
+        if shard is not None:  # loaded but not swapped in
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(shard.close)
         if isinstance(exc, Exception):
             log.warning("index rebuild of %s failed (the live shard is unchanged): %s", c.name, exc)
         await asyncio.to_thread(shutil.rmtree, new_dir, True)
@@ -200,7 +229,10 @@ async def run_forever(store: EdgeStore) -> None:
 
 
 def build(folder: str) -> None:
-    """In the child: build the indexes of the shard copy in `folder` (and vacuum it)."""
+    """In the child: build the indexes of the shard copy in `folder` (and vacuum it). At a
+    lower priority: the build is background work, it should not slow queries or ingest."""
+    with contextlib.suppress(OSError):
+        os.nice(BUILD_NICE)
     shard = qe.EdgeShard.load(folder)
     try:
         shard.optimize()

@@ -96,6 +96,27 @@ class MLSettings(BaseSettings):
         "GPU. Small on CPU so that an interactive request waits at most one short bulk pass.",
     )
 
+    bulk_runner: Literal["auto", "background", "shared"] = Field(
+        "auto",
+        description="Where bulk embedding passes run. `background`: their own threads at a "
+        "lower OS priority (Linux), on a single-threaded copy of the model, so interactive "
+        "passes never wait behind one and get the CPU first (the model's weights are held "
+        "twice); `shared`: the model worker alternates the lanes; `auto`: background on CPU, "
+        "shared on GPU.",
+    )
+    bulk_threads: int = Field(
+        0, ge=0, description="Background bulk threads; 0 = one per available core."
+    )
+    bulk_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="Niceness added to the background bulk threads (0: same priority). Bulk "
+        "still gets a share: after ML_API_BULK_YIELD_AFTER interactive passes while a bulk pass "
+        "could not finish, the model waits for it.",
+    )
+    bulk_yield_after: int = Field(32, ge=1, description="See ML_API_BULK_NICE.")
+
     # ML_API_KEY: the same name the backend sends it under. ML_API_API_KEY (the prefix doubled)
     # is the old name, still read, with a warning.
     api_key: str | None = Field(
@@ -128,6 +149,14 @@ class MLSettings(BaseSettings):
         if self.max_batch_tokens:
             return self.max_batch_tokens
         return 65536 if on_gpu else 16384
+
+    def background_bulk(self, on_gpu: bool) -> bool:
+        if self.bulk_runner == "auto":
+            return not on_gpu
+        return self.bulk_runner == "background"
+
+    def bulk_thread_count(self) -> int:
+        return self.bulk_threads or available_cores()
 
     def bulk_token_budget(self, on_gpu: bool) -> int:
         if self.bulk_batch_tokens:

@@ -218,3 +218,18 @@ def test_tokenizer_json(minilm) -> None:
     tok = Tokenizer.from_str(minilm.tokenizer_json())
     text = TEXTS[5]
     assert tok.encode(text.strip()).ids == minilm.tokenize([text], truncate=False)[0]
+
+
+def test_background_forward_is_the_same_model_on_one_thread(minilm) -> None:
+    """The bulk lane's session: same vectors, its own single-threaded ORT session (so all of a
+    pass runs on the low-priority thread that calls it), made once."""
+    forward = minilm.background_forward()
+    assert forward is not None
+    ids = minilm.tokenize(TEXTS)
+    assert max_diff(forward(ids), minilm.forward(ids)) < 1e-5
+    session = minilm._background_ort
+    assert session is not None and session is not minilm.ort
+    assert session.session.get_session_options().intra_op_num_threads == 1
+    assert minilm.ort.session.get_session_options().intra_op_num_threads == 2
+    minilm.background_forward()
+    assert minilm._background_ort is session

@@ -58,6 +58,8 @@ def test_info_reports_limits(ml_api: str) -> None:
     info = httpx.get(f"{ml_api}/info", timeout=10).json()
     assert info["limits"]["max_client_batch"] == 2048
     assert info["limits"]["max_batch_tokens"] > 0
+    # On CPU, bulk passes run on their own low-priority threads by default.
+    assert info["limits"]["embed_bulk_runner"] == "background"
     assert info["models"]["embedder"]["pooling"] in ("mean", "cls", "last")
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from serving.batcher import Batcher, Overloaded, plan_batches
+from serving.batcher import BackgroundRunner, Batcher, Overloaded, plan_batches
 
 pytestmark = pytest.mark.anyio
 
@@ -236,6 +239,110 @@ async def test_each_lane_has_its_own_admission_bound() -> None:
         gate.set()
         assert (await query)[0] == [3]
         await running
+    finally:
+        gate.set()
+        b.close()
+
+
+# -- a background runner for the bulk lane ------------------------------------------------------
+
+
+def _background_batcher(
+    calls: list[tuple[str, list[int]]], bulk_gate: threading.Event, **kw: int
+) -> Batcher[int, int]:
+    """Interactive passes run at once; bulk passes (on the runner's thread) wait for the gate."""
+
+    def interactive(batch: list[int]) -> list[int]:
+        calls.append(("interactive", list(batch)))
+        return [x * 10 for x in batch]
+
+    def bulk(batch: list[int]) -> list[int]:
+        calls.append(("bulk", list(batch)))
+        bulk_gate.wait(30)
+        return [x * 100 for x in batch]
+
+    yield_after = kw.pop("yield_after", 32)
+    runner = BackgroundRunner(bulk, threads=1, nice=5, yield_after=yield_after)
+    params = {"token_budget": 10, "max_items": 1, "max_queued_tokens": 10_000, **kw}
+    return Batcher("bg", interactive, background=runner, **params)
+
+
+async def test_background_bulk_pass_in_progress_does_not_hold_back_interactive() -> None:
+    calls: list[tuple[str, list[int]]] = []
+    gate = threading.Event()
+    b = _background_batcher(calls, gate)
+    try:
+        bulk = asyncio.create_task(b.submit([1, 2], [1, 1], "bulk"))
+        for _ in range(500):
+            if calls:
+                break
+            await asyncio.sleep(0.01)
+        assert calls == [("bulk", [1])]
+        # The bulk pass is still running (gate closed): the query is answered anyway, by the
+        # model worker's own callable.
+        results, _ = await asyncio.wait_for(b.submit([7, 8], [1, 1]), 30)
+        assert results == [70, 80]
+        assert not bulk.done()
+        gate.set()
+        assert (await bulk)[0] == [100, 200]
+    finally:
+        gate.set()
+        b.close()
+
+
+async def test_background_bulk_threads_run_at_a_lower_priority() -> None:
+    if sys.platform != "linux":
+        pytest.skip("per-thread niceness is Linux's")
+    seen: dict[str, int] = {}
+
+    def record(lane: str) -> Callable[[list[int]], list[int]]:
+        def run(batch: list[int]) -> list[int]:
+            seen[lane] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return batch
+
+        return run
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    b: Batcher[int, int] = Batcher(
+        "nice",
+        record("interactive"),
+        token_budget=10,
+        max_items=4,
+        max_queued_tokens=100,
+        background=BackgroundRunner(record("bulk"), threads=2, nice=7),
+    )
+    try:
+        await b.submit([1], [1], "bulk")
+        await b.submit([2], [1])
+    finally:
+        b.close()
+    assert seen == {"interactive": base, "bulk": min(19, base + 7)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the process itself is untouched
+
+
+async def test_background_bulk_keeps_a_share_under_interactive_load() -> None:
+    """While a bulk pass cannot finish, the model worker runs `yield_after` interactive passes
+    and then waits for it, so a flood of interactive work cannot starve bulk."""
+    calls: list[tuple[str, list[int]]] = []
+    gate = threading.Event()
+    b = _background_batcher(calls, gate, yield_after=3)
+    try:
+        bulk = asyncio.create_task(b.submit([1], [1], "bulk"))
+        for _ in range(500):
+            if calls:
+                break
+            await asyncio.sleep(0.01)
+        queries = asyncio.create_task(b.submit(list(range(10, 16)), [1] * 6))
+        for _ in range(500):
+            if len(calls) >= 4:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # had the worker not waited, more passes would show here
+        assert [lane for lane, _ in calls] == ["bulk", "interactive", "interactive", "interactive"]
+        assert not queries.done()
+        gate.set()
+        assert (await bulk)[0] == [100]
+        assert (await queries)[0] == [x * 10 for x in range(10, 16)]
     finally:
         gate.set()
         b.close()

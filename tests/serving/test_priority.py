@@ -15,11 +15,20 @@ pytestmark = pytest.mark.anyio
 BULK = {"X-Priority": "bulk"}
 
 
-@pytest.fixture(scope="module")
-def one_item_passes(start_ml_api: StartMLApi) -> str:
+@pytest.fixture(scope="module", params=["background", "shared"])
+def one_item_passes(start_ml_api: StartMLApi, request: pytest.FixtureRequest) -> str:
     # One item per forward pass: a bulk request of 2,000 texts takes 2,000 passes, so a query
-    # sent while it runs can only finish first if it overtakes the queued bulk items.
-    return start_ml_api(ml_api_max_batch_items="1", ml_api_max_queued_bulk_tokens="1000").url
+    # sent while it runs can only finish first if it overtakes the queued bulk items. Both
+    # places bulk passes can run: their own low-priority threads (the CPU default), or the
+    # model worker's alternation of the lanes.
+    api = start_ml_api(
+        ml_api_max_batch_items="1",
+        ml_api_max_queued_bulk_tokens="1000",
+        ml_api_bulk_runner=request.param,
+    )
+    info = httpx.get(f"{api.url}/info", timeout=10).json()
+    assert info["limits"]["embed_bulk_runner"] == request.param
+    return api.url
 
 
 async def _queued_tokens(client: httpx.AsyncClient) -> int:

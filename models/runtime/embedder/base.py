@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -45,4 +46,10 @@ class Embedder(Protocol):
         """Pooled, NOT normalized float32 embeddings (n, dimension) for one padded batch.
         Pads to the longest in `batch`, which the caller planned (the ml-api's batcher: there
         is no batching inside a runtime). Thread-safe."""
+        ...
+
+    def background_forward(self) -> Callable[[list[list[int]]], np.ndarray] | None:
+        """`forward` on a runtime of its own whose compute stays on the calling thread (one
+        intra-op thread), so a low-priority thread that calls it keeps all of its work at that
+        priority; None when the runtime cannot (bulk passes then share the model's worker)."""
         ...

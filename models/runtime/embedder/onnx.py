@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,10 @@ class OnnxEmbedder:
             gpu = devices.gpu_present()
         onnx_file, is_int8 = int8.select_embedder_onnx(model_dir, metadata, settings, gpu, tag)
         self.onnx_file = onnx_file
+        self.gpu = gpu
         self.ort: OrtSession = create_session(onnx_file, settings, gpu)
+        self._background_ort: OrtSession | None = None
+        self._background_lock = threading.Lock()
         self._inputs = list(self.ort.input_types)
         # What runs: "int8" (model.int8.onnx on CPU), "fp16" or "fp32".
         self.precision = "int8" if is_int8 else ("fp16" if self.ort.dtype == "float16" else "fp32")
@@ -135,14 +140,33 @@ class OnnxEmbedder:
     def tokenizer_json(self) -> str:
         return self._tok_full.to_str()
 
-    def _pooled(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _pooled(
+        self, input_ids: np.ndarray, mask: np.ndarray, ort: OrtSession | None = None
+    ) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        hidden = self.ort.run(self.output, feeds)
+        hidden = (ort or self.ort).run(self.output, feeds)
         return pool(hidden, mask, self.pooling).astype(np.float32, copy=False)
 
+    def background_forward(self) -> Callable[[list[list[int]]], np.ndarray] | None:
+        """A second CPU session of the same model file with one intra-op thread: ORT then runs
+        each pass on the caller's thread, so the caller's (lowered) priority applies to all of
+        it. Costs the model's weights once more in RAM. On a GPU there is no CPU work to lower
+        the priority of, so None."""
+        if self.ort.on_gpu:
+            return None
+        with self._background_lock:
+            if self._background_ort is None:
+                single = self.settings.model_copy(update={"intra_op_threads": 1})
+                self._background_ort = create_session(self.onnx_file, single, gpu=False)
+        session = self._background_ort
+        return lambda batch: self._forward(batch, session)
+
     def forward(self, batch: list[list[int]]) -> np.ndarray:
+        return self._forward(batch, self.ort)
+
+    def _forward(self, batch: list[list[int]], ort: OrtSession) -> np.ndarray:
         n = len(batch)
         if n == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
@@ -152,4 +176,4 @@ class OnnxEmbedder:
         for i, ids in enumerate(batch):
             input_ids[i, : len(ids)] = ids
             mask[i, : len(ids)] = 1
-        return self._pooled(input_ids, mask)
+        return self._pooled(input_ids, mask, ort)

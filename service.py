@@ -61,6 +61,9 @@ OpenAIInput = Annotated[
     workers=1,
     http={"port": ML_API_PORT},
     logging={"access": {"enabled": False}},
+    # Without ML_API_TRACING every URL is excluded from tracing: BentoML's always-installed
+    # OpenTelemetry middleware then passes requests straight through.
+    tracing={} if settings.tracing else {"excluded_urls": ["."]},
 )
 @bentoml.mount_asgi_app(info_app, path="/")
 class MLService:

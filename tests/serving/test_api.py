@@ -11,6 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import StartMLApi
+
 TEXTS = [
     "short",
     "A medium length sentence about retrieval augmented generation.",
@@ -61,6 +63,19 @@ def test_info_reports_limits(ml_api: str) -> None:
     # On CPU, bulk passes run on their own low-priority threads by default.
     assert info["limits"]["embed_bulk_runner"] == "background"
     assert info["models"]["embedder"]["pooling"] in ("mean", "cls", "last")
+
+
+def test_tracing_middleware_runs_only_when_asked(ml_api: str, start_ml_api: StartMLApi) -> None:
+    """BentoML's OpenTelemetry middleware (the source of X-BentoML-Request-ID) is skipped by
+    default (no exporter, nothing samples: pure CPU per request) and back with ML_API_TRACING."""
+    plain = post(ml_api, "/embed", {"inputs": "hello"})
+    assert plain.status_code == 200
+    assert "x-bentoml-request-id" not in plain.headers
+    traced_api = start_ml_api(ml_api_tracing="true").url
+    traced = post(traced_api, "/embed", {"inputs": "hello"})
+    assert traced.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]+", traced.headers["x-bentoml-request-id"])
+    assert traced.json() == pytest.approx(plain.json(), abs=1e-6)
 
 
 # -- /embed ------------------------------------------------------------------------------------

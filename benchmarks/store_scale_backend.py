@@ -113,9 +113,14 @@ class BackendEngine:
         """The backend's maintenance step, forced, given `seconds` to finish."""
         from backend.store import maintenance
 
-        fut = asyncio.run_coroutine_threadsafe(
-            maintenance.maintain(self.store, force=True), self.loop
-        )
+        async def forced() -> list[Any]:
+            # A rebuild the store's own maintenance started (it does during a bulk load) is
+            # waited for first: maintain() skips a collection that is rebuilding.
+            while any(c.rebuilding for c in self.store.open_collections()):
+                await asyncio.sleep(0.5)
+            return await maintenance.maintain(self.store, force=True)
+
+        fut = asyncio.run_coroutine_threadsafe(forced(), self.loop)
         try:
             done = fut.result(seconds)
         except TimeoutError:

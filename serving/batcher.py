@@ -277,10 +277,9 @@ class Batcher(Generic[T, R]):
             if self._closed or lane is None:
                 return None
             if lane == "bulk":
+                self._passes_since_bulk = 0
                 if self._background is not None:
                     self._bulk_running += 1
-                else:
-                    self._passes_since_bulk = 0
             elif self._has_work("bulk") or self._bulk_running:
                 self._passes_since_bulk += 1  # an interactive pass that bulk work waited for
             state = self._lanes[lane]

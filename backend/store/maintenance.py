@@ -142,15 +142,16 @@ async def rebuild(store: EdgeStore, c: Collection) -> RebuildStats | None:
         loaded = time.monotonic() - t
         journal = c.journal
         replayed = 0
-        while journal is not None and len(journal.ops) - replayed > CATCH_UP_TAIL:
-            backlog = journal.ops[replayed:]
+        while journal is not None and len(journal.ops) > CATCH_UP_TAIL:
+            backlog = journal.ops[:]
             for op in backlog:
                 await store._run(shard.update, op)
+            del journal.ops[: len(backlog)]  # new writes were appended behind them
             replayed += len(backlog)
         async with store.write_lock:
             t = time.monotonic()
             journal, c.journal = c.journal, None
-            tail = journal.ops[replayed:] if journal else []
+            tail = journal.ops if journal else []
             for op in tail:
                 await store._run(shard.update, op)
             replayed += len(tail)

@@ -150,7 +150,14 @@ class Batcher(Generic[T, R]):
         self._passes_since_bulk = 0
         self._background = background
         self._bulk_running = 0  # bulk passes in progress on the background threads
-        self._cond = threading.Condition()
+        lock = threading.Lock()  # guards the lanes
+        self._cond = threading.Condition(lock)  # wakes the model worker
+        # The background threads wait on their own condition (same lock), so interactive
+        # requests do not wake them and bulk requests do not wake the model worker.
+        self._wake: dict[Lane, threading.Condition] = {
+            "interactive": self._cond,
+            "bulk": threading.Condition(lock) if background else self._cond,
+        }
         self._closed = False
         # Recent throughput estimate (tokens/s), to size Retry-After sensibly.
         self._tokens_per_s = 0.0
@@ -216,8 +223,7 @@ class Batcher(Generic[T, R]):
                 raise Overloaded(self.retry_after_s(lane), lane)
             state.queue.extend(items)
             state.queued_tokens += total
-            # All: with a background runner, the threads waiting here serve different lanes.
-            self._cond.notify_all()
+            self._wake[lane].notify_all()
         try:
             await request.future
         except asyncio.CancelledError:
@@ -234,7 +240,8 @@ class Batcher(Generic[T, R]):
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
+            for wake in self._wake.values():
+                wake.notify_all()
         for t in self._threads:
             t.join(timeout=5)
 
@@ -271,9 +278,10 @@ class Batcher(Generic[T, R]):
         )
 
     def _next_batch(self, lanes: tuple[Lane, ...]) -> tuple[Lane, list[_Item[T]]] | None:
+        wake = self._wake[lanes[-1]]
         with self._cond:
             while not self._closed and (lane := self._pick_lane(lanes)) is None:
-                self._cond.wait()
+                wake.wait()
             if self._closed or lane is None:
                 return None
             if lane == "bulk":
@@ -315,7 +323,7 @@ class Batcher(Generic[T, R]):
                     with self._cond:
                         self._bulk_running -= 1
                         self._passes_since_bulk = 0
-                        self._cond.notify_all()
+                        self._cond.notify()  # the model worker, if it waits for this pass
 
     def _run_batch(
         self, batch: list[_Item[T]], lane: Lane, run: Callable[[list[T]], Sequence[R]]

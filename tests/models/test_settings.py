@@ -41,3 +41,21 @@ def test_new_name_wins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_set_by_field_name() -> None:
     assert MLSettings(api_key="k").api_key == "k"
+
+
+def test_bulk_runner_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bulk passes leave the model worker on CPU by default (a pass cannot be pre-empted and
+    the cores are shared); on a GPU a pass is short and there is no CPU priority to lower."""
+    auto = MLSettings()
+    assert auto.background_bulk(on_gpu=False) and not auto.background_bulk(on_gpu=True)
+    monkeypatch.setenv("ML_API_BULK_RUNNER", "shared")
+    assert not MLSettings().background_bulk(on_gpu=False)
+    monkeypatch.setenv("ML_API_BULK_RUNNER", "background")
+    assert MLSettings().background_bulk(on_gpu=True)  # asked for; the runtime may still refuse
+    monkeypatch.setenv("ML_API_BULK_THREADS", "3")
+    assert MLSettings().bulk_thread_count() == 3
+    monkeypatch.delenv("ML_API_BULK_THREADS")
+    assert MLSettings().bulk_thread_count() >= 1
+    monkeypatch.setenv("ML_API_BULK_NICE", "20")
+    with pytest.raises(ValueError, match="bulk_nice"):
+        MLSettings()

@@ -943,6 +943,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(a.workdir or tempfile.mkdtemp(prefix="store-scale-"))
     common = [
         *(["--prebuild"] if a.prebuild else []),
+        "--cap",  # the children's own waits (--prebuild) get the same bound
+        str(a.cap),
         "--queries",
         str(a.queries),
         "--budget",

@@ -53,6 +53,11 @@ class BackendEngine:
         return EdgeStore(self.settings)
 
     def create(self) -> None:
+        # Loading: no periodic maintenance. Its builds of a partly loaded store would compete
+        # with the upserts and lengthen the run; with --prebuild the one build comes after.
+        from backend.store import maintenance
+
+        maintenance.CHECK_INTERVAL_S = 10**9
         self.store = self._call(self._open())
         self._call(self.store.ensure_collection(384))
         self._call(self.store.ensure_metadata_indexes({"score": 0.5}))

@@ -71,7 +71,6 @@ class OnnxEmbedder:
             gpu = devices.gpu_present()
         onnx_file, is_int8 = int8.select_embedder_onnx(model_dir, metadata, settings, gpu, tag)
         self.onnx_file = onnx_file
-        self.gpu = gpu
         self.ort: OrtSession = create_session(onnx_file, settings, gpu)
         self._background_ort: OrtSession | None = None
         self._background_lock = threading.Lock()
